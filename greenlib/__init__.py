@@ -1,0 +1,1 @@
+"""Greeness benchmark library."""

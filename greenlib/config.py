@@ -1,0 +1,234 @@
+"""Profiles and notebook parameters: the one place that says what `smoke`, `quick` and `paper` mean.
+
+A notebook's ``parameters`` cell holds flat literals (``epochs: int | None = None``); ``None``
+means "the profile's value". The next cell calls :func:`resolve`, which rejects unknown names,
+wrong types and out-of-range values with a one-line message, and fills ``None`` from the profile::
+
+    cfg = config.resolve("baselines", profile=profile, epochs=epochs, models=models)
+    cfg.epochs        # an int, whatever the profile
+
+To add a notebook: add its section to ``SECTIONS`` (name -> Param) and its per-profile values to
+``PROFILE_VALUES``. To change what a profile means: edit ``PROFILE_VALUES`` only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Mapping
+
+PROFILES: tuple[str, ...] = ("smoke", "quick", "paper")
+"""smoke: CPU, tiny (what CI runs). quick: one GPU, minutes per notebook (what we measure and
+commit). paper: the paper's epochs and grid (GPU-days)."""
+
+
+class ConfigError(ValueError):
+    """A bad profile or notebook parameter. The message is one line naming the value."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One notebook parameter: its type, a help line and the values it accepts."""
+
+    type: type
+    help: str
+    choices: tuple | None = None  # accepted values (for a list: accepted items)
+    min: float | None = None  # inclusive lower bound (numbers)
+    max: float | None = None  # inclusive upper bound (numbers)
+    min_exclusive: bool = False  # lower bound is exclusive (e.g. > 0)
+
+
+# Names the zoo builds; kept in sync with greenlib.models.MODELS by a test.
+ZOO_NAMES: tuple[str, ...] = (
+    "vgg8", "vgg11", "vgg13", "vgg16", "vgg19",
+    "resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
+    "resnet8x4", "resnet32x4",
+    "wrn-16-1", "wrn-16-2", "wrn-40-1", "wrn-40-2",
+    "resnet18", "resnet34", "resnet50",
+    "mobilenetv2", "shufflenetv1", "shufflenetv2",
+)
+DATASETS: tuple[str, ...] = ("synthetic", "cifar100")
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+LOADERS: tuple[str, ...] = ("gpu", "dataloader")
+SOURCES: tuple[str, ...] = ("auto", "counter", "nvml", "smi", "cpu")
+
+# Parameters every notebook that trains or measures takes.
+_COMMON: dict[str, Param] = {
+    "dataset": Param(str, "dataset: synthetic (offline stand-in) or cifar100", choices=DATASETS),
+    "device": Param(str, "where to run: auto picks cuda when visible", choices=DEVICES),
+    "train_size": Param(int, "training images per epoch (a prefix of the 50,000)", min=1, max=50_000),
+    "test_size": Param(int, "test images for accuracy (a prefix of the 10,000)", min=1, max=10_000),
+    "batch_size": Param(int, "training batch size", min=1),
+    "loader": Param(str, "gpu: dataset and augmentation on the device; dataloader: torchvision", choices=LOADERS),
+    "energy_source": Param(str, "tracer source; auto = counter where it exists", choices=SOURCES),
+    "sampling_interval_s": Param(float, "tracer sampling interval in seconds", min=0.0, min_exclusive=True),
+    "iec_batch_size": Param(int, "batch size of the inference-energy measurement", min=1),
+    "iec_min_seconds": Param(float, "shortest traced inference window in seconds", min=0.0, min_exclusive=True),
+    "seeds": Param(list, "random seeds; one run per seed"),
+    "force": Param(bool, "recompute runs even if the results store holds them"),
+}
+
+SECTIONS: dict[str, dict[str, Param]] = {
+    "environment": {},
+    "paper_tables": {
+        "taus": Param(list, "accuracy tolerances tau for Figure 6 / Table 5"),
+        "mui_min": Param(float, "smallest MUI drawn", min=0.0, min_exclusive=True),
+        "mui_max": Param(float, "largest MUI drawn", min=0.0, min_exclusive=True),
+    },
+    "baselines": {
+        **_COMMON,
+        "models": Param(list, "zoo models to train as baselines", choices=ZOO_NAMES),
+        "epochs": Param(int, "base-training epochs", min=1),
+        "lr": Param(float, "initial learning rate (SGD)", min=0.0, min_exclusive=True),
+        "schedule": Param(str, "learning-rate schedule", choices=("step", "cosine")),
+        "graph_capture": Param(bool, "capture the training step in a CUDA graph (GPU only)"),
+        "amp": Param(bool, "mixed precision (bf16 autocast) training; the paper used fp32"),
+    },
+}
+
+# What each profile means. 'common' applies to every section that declares the name.
+_COMMON_VALUES: dict[str, dict[str, Any]] = {
+    "smoke": {
+        "dataset": "synthetic", "device": "cpu", "train_size": 256, "test_size": 256,
+        "batch_size": 64, "loader": "gpu", "energy_source": "auto", "sampling_interval_s": 0.1,
+        "iec_batch_size": 64, "iec_min_seconds": 0.3, "seeds": [0], "force": False,
+    },
+    "quick": {
+        "dataset": "synthetic", "device": "auto", "train_size": 50_000, "test_size": 10_000,
+        "batch_size": 128, "loader": "gpu", "energy_source": "auto", "sampling_interval_s": 0.1,
+        "iec_batch_size": 128, "iec_min_seconds": 5.0, "seeds": [0], "force": False,
+    },
+    "paper": {
+        "dataset": "cifar100", "device": "auto", "train_size": 50_000, "test_size": 10_000,
+        "batch_size": 128, "loader": "gpu", "energy_source": "auto", "sampling_interval_s": 0.1,
+        "iec_batch_size": 128, "iec_min_seconds": 10.0, "seeds": [0, 1, 2], "force": False,
+    },
+}
+
+PROFILE_VALUES: dict[str, dict[str, dict[str, Any]]] = {
+    "smoke": {
+        "paper_tables": {"taus": [2, 5, 10], "mui_min": 1e6, "mui_max": 1e11},
+        "baselines": {"models": ["vgg16", "resnet18"], "epochs": 2, "lr": 0.05,
+                      "schedule": "cosine", "graph_capture": False, "amp": False},
+    },
+    "quick": {
+        "paper_tables": {"taus": [2, 5, 10], "mui_min": 1e6, "mui_max": 1e11},
+        "baselines": {"models": ["vgg16", "vgg19", "resnet18"], "epochs": 10, "lr": 0.05,
+                      "schedule": "cosine", "graph_capture": False, "amp": False},
+    },
+    "paper": {
+        # NNI's CIFAR baselines: 160 epochs, SGD lr 0.1, step decay (x0.1 at 50% and 75%).
+        "paper_tables": {"taus": [2, 5, 10], "mui_min": 1e6, "mui_max": 1e11},
+        "baselines": {"models": ["vgg16", "vgg19", "resnet18"], "epochs": 160, "lr": 0.1,
+                      "schedule": "step", "graph_capture": False, "amp": False},
+    },
+}
+
+
+class Resolved(Mapping[str, Any]):
+    """Validated, read-only notebook parameters; read as ``cfg.epochs`` or ``cfg["epochs"]``."""
+
+    def __init__(self, section: str, profile: str, values: dict[str, Any]):
+        self._values = MappingProxyType(dict(values, profile=profile))
+        self.section = section
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(f"no parameter {name!r} in section {self.section!r}") from None
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self._values)
+
+    def __repr__(self) -> str:
+        body = ", ".join(f"{k}={v!r}" for k, v in sorted(self._values.items()))
+        return f"Resolved({self.section}: {body})"
+
+
+def check_profile(profile: Any) -> str:
+    """Return ``profile`` if it names a profile, else raise ConfigError naming it."""
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; accepted: {', '.join(PROFILES)}")
+    return profile
+
+
+def check_section(section: str) -> dict[str, Param]:
+    if section not in SECTIONS:
+        raise ConfigError(f"unknown notebook section {section!r}; accepted: {', '.join(SECTIONS)}")
+    return SECTIONS[section]
+
+
+def profile_defaults(section: str, profile: str) -> dict[str, Any]:
+    """The values ``profile`` gives every parameter of ``section``."""
+    schema = check_section(section)
+    check_profile(profile)
+    merged = {**_COMMON_VALUES[profile], **PROFILE_VALUES[profile].get(section, {})}
+    missing = [n for n in schema if n not in merged]
+    if missing:  # a programming error in this file, caught by tests
+        raise KeyError(f"profile {profile!r} gives no value for {section}.{missing}")
+    return {n: merged[n] for n in schema}
+
+
+def check_value(section: str, name: str, value: Any) -> Any:
+    """Validate one parameter value against its schema and return it (ints widened to float)."""
+    schema = check_section(section)
+    if name not in schema:
+        known = ", ".join(sorted(schema)) or "(none)"
+        raise ConfigError(f"unknown parameter {name!r} for {section}; accepted: {known}")
+    p = schema[name]
+    where = f"{section}.{name}"
+    if p.type is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if p.type is list and isinstance(value, tuple):
+        value = list(value)
+    ok = isinstance(value, p.type) and not (p.type is int and isinstance(value, bool))
+    if not ok:
+        raise ConfigError(f"{where}={value!r} has type {type(value).__name__}; expected {p.type.__name__}")
+    if p.type is float and value != value:
+        raise ConfigError(f"{where}={value!r} is NaN")
+    if p.choices is not None:
+        items = value if p.type is list else [value]
+        bad = [v for v in items if v not in p.choices]
+        if bad:
+            raise ConfigError(f"{where}: {bad[0]!r} is not accepted; accepted: {', '.join(map(str, p.choices))}")
+    if p.min is not None and (value < p.min or (p.min_exclusive and value == p.min)):
+        op = ">" if p.min_exclusive else ">="
+        raise ConfigError(f"{where}={value!r} out of range; must be {op} {p.min}")
+    if p.max is not None and value > p.max:
+        raise ConfigError(f"{where}={value!r} out of range; must be <= {p.max}")
+    if p.type is list and not value:
+        raise ConfigError(f"{where}=[] is empty; give at least one value")
+    return value
+
+
+def resolve(section: str, profile: str = "smoke", **params: Any) -> Resolved:
+    """Validate a notebook's parameters and fill those left ``None`` from ``profile``.
+
+    Raises ConfigError (one line, naming the bad value and the accepted ones) for an unknown
+    profile, section or parameter name, a wrong type or a value out of range.
+    """
+    check_profile(profile)
+    values = profile_defaults(section, profile)
+    for name, value in params.items():
+        if name not in values or value is not None:  # unknown names raise in check_value
+            values[name] = check_value(section, name, value)
+    return Resolved(section, profile, values)
+
+
+def default_profile() -> str:
+    """``quick`` when a CUDA GPU is visible, else ``smoke`` (what ``make reproduce`` picks)."""
+    try:
+        import torch
+
+        return "quick" if torch.cuda.is_available() else "smoke"
+    except ImportError:
+        return "smoke"
