@@ -49,6 +49,17 @@ def _jsonable(obj: Any) -> Any:
     raise TypeError(f"cannot write {type(obj).__name__} to JSON: {obj!r}")
 
 
+def atomic_torch_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` through :func:`atomic_write_bytes` (checkpoints, weights)."""
+    import io as _io
+
+    import torch
+
+    buf = _io.BytesIO()
+    torch.save(obj, buf)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
 def save_table(df, name: str, out_dir: str | Path, caption: str | None = None) -> tuple[Path, Path]:
     """Save a DataFrame as ``<name>.csv`` and ``<name>.md`` (a Markdown table) in ``out_dir``.
 

@@ -1,0 +1,151 @@
+"""One function per kind of run, each a cache hit when the results store already holds it.
+
+A run's config (what its id hashes) holds everything that changes its numbers, the hardware
+included, so the same config on an H100 and on an H200 are two runs (notebook 12 compares them).
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+
+from . import env as envmod
+from .config import Resolved
+from .data import Dataset, load_dataset, make_loaders
+from .inference import measure_inference
+from .io import atomic_torch_save
+from .models import build_model, model_info
+from .paths import results_dir
+from .results import ResultsStore, Run
+from .tracer import Tracer
+from .train import Trainer, TrainConfig, evaluate, seed_everything
+
+DATASET_SEED = 0  # the offline dataset is generated once, from this seed, for every run
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``. ``cuda`` without a GPU raises."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' but no CUDA GPU is visible; use device='auto' or 'cpu'")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device={device!r}; accepted: auto, cpu, cuda")
+    return torch.device(device)
+
+
+def hardware_name(device: torch.device) -> str:
+    """What the run's energy was measured on: the GPU model, or ``cpu``."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+@dataclass
+class Context:
+    """What every run of one notebook shares: device, data, loaders, store, environment."""
+
+    cfg: Resolved
+    device: torch.device
+    dataset: Dataset
+    store: ResultsStore
+    environment: dict[str, Any]
+
+    def loaders(self, seed: int, batch_size: int | None = None):
+        return make_loaders(self.dataset, self.cfg.loader, batch_size or self.cfg.batch_size, self.device, seed=seed)
+
+    def tracer(self) -> Tracer:
+        gpus = (self.device.index or 0,) if self.device.type == "cuda" else None
+        return Tracer(gpus=gpus, source=self.cfg.energy_source, interval_s=self.cfg.sampling_interval_s)
+
+    def base_config(self) -> dict[str, Any]:
+        """Config entries that change every run's numbers, the hardware included."""
+        return shared_config(self.cfg) | {"hardware": hardware_name(self.device)}
+
+
+def shared_config(cfg: Resolved) -> dict[str, Any]:
+    """The data, measurement and hardware-independent entries of every run's config."""
+    return {"dataset": cfg.dataset, "train_size": cfg.train_size, "test_size": cfg.test_size, "loader": cfg.loader,
+            "energy_source": cfg.energy_source, "sampling_interval_s": cfg.sampling_interval_s,
+            "iec_batch_size": cfg.iec_batch_size, "iec_min_seconds": cfg.iec_min_seconds}
+
+
+def prepare(cfg: Resolved) -> Context:
+    """Resolve the device, load the dataset (generated or cached), open the profile's store."""
+    device = resolve_device(cfg.device)
+    ds = load_dataset(cfg.dataset, seed=DATASET_SEED).subset(cfg.train_size, cfg.test_size)
+    environment = envmod.environment() | {"dataset": ds.name, "dataset_description": ds.description,
+                                          "device": str(device)}
+    return Context(cfg, device, ds, ResultsStore(results_dir(cfg.profile)), environment)
+
+
+def _stage_samples(tracer: Tracer, summary: Mapping[str, Any]):
+    df = tracer.samples()
+    if df is None or not len(df) or "t_s" not in df:
+        return None
+    return df[(df["t_s"] >= summary["start_s"]) & (df["t_s"] <= summary["end_s"])] if "start_s" in summary else df
+
+
+def inference_images(ctx: Context, loader, n: int) -> torch.Tensor:
+    """Up to ``n`` normalised test images on the device, for the IEC window."""
+    xs = [x for x, _ in itertools.islice(loader, max(1, -(-n // ctx.cfg.batch_size)))]
+    return torch.cat(xs)[:n].to(ctx.device)
+
+
+def train_and_measure(ctx: Context, run: Run, model: torch.nn.Module, seed: int, train_cfg: TrainConfig,
+                      stage: str = "base_training", progress: bool = True) -> dict[str, Any]:
+    """Train ``model`` (traced, resumable), then its accuracy and IEC; returns the run's metrics."""
+    train_loader, test_loader = ctx.loaders(seed)
+    seed_everything(seed)
+    with ctx.tracer() as tracer:
+        trainer = Trainer(model, train_loader, train_cfg, ctx.device, checkpoint=run.folder / "checkpoint.pt")
+        summary = trainer.fit(tracer, stage, progress=progress)
+        run.save_stage(stage, summary, _stage_samples(tracer, summary))
+        acc = evaluate(model, test_loader, ctx.device)
+        images = inference_images(ctx, test_loader, max(ctx.cfg.iec_batch_size * 8, 512))
+        iec = measure_inference(model, images, tracer, batch_size=ctx.cfg.iec_batch_size,
+                                min_seconds=ctx.cfg.iec_min_seconds)
+        run.save_stage("inference", iec, _stage_samples(tracer, iec))
+    atomic_torch_save(model.state_dict(), run.folder / "model.pt")
+    (run.folder / "checkpoint.pt").unlink(missing_ok=True)
+    return {"acc": acc["acc"], "test_loss": acc["test_loss"], "test_images": acc["test_images"],
+            "tec_wh": summary["energy_wh"], "tec_j": summary["energy_j"], "train_elapsed_s": summary["elapsed_s"],
+            "iec_wh": iec["iec_wh"], "iec_j": iec["iec_j"], "latency_ms": iec["latency_ms"],
+            "throughput_ips": iec["throughput_ips"], "energy_source": summary["energy_source"],
+            "estimated": bool(summary.get("estimated") or iec.get("estimated")),
+            "final_train_loss": trainer.history[-1].train_loss, "final_train_acc": trainer.history[-1].train_acc}
+
+
+def baseline_train_config(cfg: Resolved) -> TrainConfig:
+    return TrainConfig(epochs=cfg.epochs, lr=cfg.lr, schedule=cfg.schedule, amp=cfg.amp,
+                       graph_capture=cfg.graph_capture)
+
+
+def baseline_config(cfg: Resolved) -> dict[str, Any]:
+    """A baseline run's config without model, seed and hardware (what selects stored runs)."""
+    t = baseline_train_config(cfg)
+    return {"kind": "baseline", "batch_size": cfg.batch_size, "epochs": t.epochs, "lr": t.lr,
+            "schedule": t.schedule, "momentum": t.momentum, "weight_decay": t.weight_decay, "amp": t.amp,
+            "graph_capture": t.graph_capture, **shared_config(cfg)}
+
+
+def stored_baselines(cfg: Resolved) -> "pandas.DataFrame":
+    """The stored runs these notebook parameters ask for, measured on any hardware."""
+    from .report import load_runs
+
+    return load_runs(cfg.profile, model=cfg.models, seed=cfg.seeds, **baseline_config(cfg))
+
+
+def run_baseline(ctx: Context, model_name: str, seed: int, progress: bool = True) -> dict[str, Any]:
+    """Train ``model_name`` from scratch (the paper's baseline rows); cached in the store."""
+    train_cfg = baseline_train_config(ctx.cfg)
+    config = {**baseline_config(ctx.cfg), "model": model_name, "seed": seed, "hardware": hardware_name(ctx.device)}
+    run = ctx.store.open(config, environment=ctx.environment, force=ctx.cfg.force)
+    if run.complete:
+        return run.result
+    seed_everything(seed)
+    model = build_model(model_name, num_classes=ctx.dataset.num_classes)
+    info = model_info(model_name, num_classes=ctx.dataset.num_classes)
+    metrics = train_and_measure(ctx, run, model, seed, train_cfg, progress=progress)
+    return run.finish(metrics | {"params": info["params"], "flops_per_image": info["flops_per_image"],
+                                 "dataset_description": ctx.dataset.description})

@@ -1,0 +1,141 @@
+"""Figures of the Greeness metric shared by the notebooks: G vs MUI, G vs tau, winner regions.
+
+Each function takes a table with one row per method (``label``, ``acc_percent``, ``tec_wh``,
+``iec_wh``; see :mod:`greenlib.metric`), a ``title`` the caller fills with the dataset, hardware
+and profile, and the G convention (``acc_unit``, ``scale``). It returns the matplotlib Figure;
+pass ``ax`` to draw into a panel of a bigger figure. Save with ``greenlib.io.save_figure``.
+Colours follow the table's row order (pass ``palette`` to pin them across figures).
+"""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+
+from greenlib import metric
+
+STYLE = "whitegrid"
+
+
+def g_label(acc_unit: str, scale: float = 1.0, tau: float | None = None) -> str:
+    """Axis label naming the G convention, e.g. ``G (tau = 2; Acc as fraction; x 1e4)``."""
+    metric.check_acc_unit(acc_unit)
+    parts = [f"tau = {tau:g}"] if tau is not None else []
+    parts.append("Acc in %" if acc_unit == "percent" else "Acc as fraction")
+    if scale != 1:
+        exp = np.log10(scale)
+        parts.append(f"x 1e{exp:.0f}" if exp == round(exp) else f"x {scale:g}")
+    return f"G ({'; '.join(parts)})"
+
+
+def method_palette(labels) -> dict[str, tuple]:
+    """One colour per method label, in order (seaborn's ``deep`` palette, then ``husl``)."""
+    labels = list(labels)
+    colours = sns.color_palette("deep" if len(labels) <= 10 else "husl", len(labels))
+    return dict(zip(labels, colours))
+
+
+def subplots(ncols: int, *, width: float = 5.2, height: float = 4.2):
+    """A row of ``ncols`` styled panels: ``(fig, [ax, ...])`` to pass as ``ax=`` above."""
+    with sns.axes_style(STYLE):
+        fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=False,
+                                 layout="constrained")
+    return fig, list(axes[0])
+
+
+def _axes(ax, figsize):
+    if ax is not None:
+        return ax.figure, ax
+    with sns.axes_style(STYLE):
+        fig, ax = plt.subplots(figsize=figsize, layout="constrained")
+    return fig, ax
+
+
+def _style(ax) -> None:
+    ax.set_facecolor("white")
+    ax.grid(True, which="major", color="0.88", linewidth=0.8)
+    ax.grid(True, which="minor", color="0.95", linewidth=0.5)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+
+
+def plot_g_vs_mui(table: pd.DataFrame, mui_min: float, mui_max: float, *, title: str,
+                  tau: float = 2.0, acc_unit: str = "fraction", scale: float = 1.0,
+                  n_points: int = 200, palette: dict | None = None, ax=None,
+                  mark_crossovers: bool = False) -> Figure:
+    """G against MUI on log-log axes, one curve per method (the paper's Figures 2a, 3, 6).
+
+    ``mark_crossovers`` adds a dot where two curves cross inside the range (closed form).
+    """
+    curves = metric.greeness_curves(table, np.geomspace(mui_min, mui_max, n_points), tau,
+                                    acc_unit=acc_unit, scale=scale)
+    palette = palette or method_palette(table["label"])
+    fig, ax = _axes(ax, (6.4, 4.4))
+    sns.lineplot(data=curves, x="mui", y="g", hue="label", palette=palette, ax=ax, linewidth=1.8)
+    if mark_crossovers:
+        cross = metric.pairwise_crossovers(table, tau)
+        cross = cross[(cross["mui"] >= mui_min) & (cross["mui"] <= mui_max)]
+        rows = table.set_index("label")
+        for _, c in cross.iterrows():
+            r = rows.loc[c["a"]]
+            g = metric.greeness(r["acc_percent"] / (100 / metric.check_acc_unit(acc_unit)), r["tec_wh"],
+                                r["iec_wh"], c["mui"], tau, acc_unit) * scale
+            ax.plot(c["mui"], g, "o", color="0.25", markersize=3.5, zorder=5)
+    ax.set(xscale="log", yscale="log", xlabel="MUI (inferences per life cycle)",
+           ylabel=g_label(acc_unit, scale, tau), title=title, xlim=(mui_min, mui_max))
+    ax.legend(title=None, fontsize=8, frameon=False)
+    _style(ax)
+    return fig
+
+
+def plot_g_vs_tau(table: pd.DataFrame, taus, *, mui: float, title: str,
+                  acc_unit: str = "fraction", scale: float = 1.0, palette: dict | None = None,
+                  ax=None) -> Figure:
+    """G against tau at a fixed MUI, log y axis, one curve per method (the paper's Figure 2b)."""
+    curves = metric.greeness_curves(table, mui, np.asarray(taus, dtype=float), acc_unit=acc_unit,
+                                    scale=scale)
+    palette = palette or method_palette(table["label"])
+    fig, ax = _axes(ax, (6.4, 4.4))
+    sns.lineplot(data=curves, x="tau", y="g", hue="label", palette=palette, ax=ax, linewidth=1.8)
+    ax.set(yscale="log", xlabel="tau (accuracy tolerance)", xlim=(float(np.min(taus)), float(np.max(taus))),
+           ylabel=f"{g_label(acc_unit, scale)} at MUI = {mui:.0e}", title=title)
+    ax.legend(title=None, fontsize=8, frameon=False)
+    _style(ax)
+    return fig
+
+
+def plot_winner_regions(table: pd.DataFrame, mui_min: float, mui_max: float, *, title: str,
+                        tau: float = 2.0, acc_unit: str = "fraction", scale: float = 1.0,
+                        relative: bool = True, n_points: int = 200, palette: dict | None = None,
+                        ax=None) -> Figure:
+    """Each MUI region shaded in the colour of the method with the highest G there; boundaries
+    are the exact crossovers (``metric.winner_regions``), drawn dashed and labelled.
+
+    ``relative`` (default) plots each G divided by the highest G at that MUI (1 = the winner; the
+    convention cancels out), on a linear y axis; otherwise G itself on log-log axes.
+    """
+    palette = palette or method_palette(table["label"])
+    regions = metric.winner_regions(table, mui_min, mui_max, tau)
+    if relative:
+        curves = metric.greeness_curves(table, np.geomspace(mui_min, mui_max, n_points), tau,
+                                        acc_unit=acc_unit, scale=scale)
+        curves["g"] = curves["g"] / curves.groupby("mui")["g"].transform("max")
+        fig, ax = _axes(ax, (6.4, 4.4))
+        sns.lineplot(data=curves, x="mui", y="g", hue="label", palette=palette, ax=ax, linewidth=1.8)
+        ax.set(xscale="log", xlim=(mui_min, mui_max), xlabel="MUI (inferences per life cycle)",
+               ylabel=f"G / highest G at that MUI (tau = {tau:g})", title=title)
+        ax.legend(title=None, fontsize=8, frameon=False)
+        _style(ax)
+    else:
+        fig = plot_g_vs_mui(table, mui_min, mui_max, title=title, tau=tau, acc_unit=acc_unit,
+                            scale=scale, n_points=n_points, palette=palette, ax=ax)
+        ax = ax or fig.axes[0]
+    for _, r in regions.iterrows():
+        ax.axvspan(r["mui_from"], r["mui_to"], color=palette[r["winner"]], alpha=0.13, lw=0)
+    for edge in regions["mui_from"].iloc[1:]:
+        ax.axvline(edge, color="0.3", linestyle="--", linewidth=0.8)
+        ax.annotate(f"{edge:.3g}", (edge, 0.02), xycoords=("data", "axes fraction"), rotation=90,
+                    ha="right", va="bottom", fontsize=7, color="0.25")
+    return fig

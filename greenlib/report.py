@@ -1,0 +1,126 @@
+"""From the results store to the tables and captions notebooks show.
+
+Every table a notebook saves comes through :func:`greeness_table`, so G is computed one way,
+and every caption through :func:`caption`, so each names its dataset, hardware and profile.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Iterable, Sequence
+
+import pandas as pd
+
+from . import metric
+from .paper import TABLE3
+from .paths import results_dir
+from .results import ResultsStore
+
+
+def load_runs(profile: str, **equal: Any) -> pd.DataFrame:
+    """Complete runs of ``profile`` as one row each, filtered by column equalities.
+
+    A list/tuple value means "any of these" (``kind="baseline", model=["vgg16", "resnet18"]``).
+    """
+    df = ResultsStore(results_dir(profile)).load_results()
+    if df.empty:
+        return df
+    for col, want in equal.items():
+        if col not in df:
+            return df.iloc[0:0]
+        df = df[df[col].isin(want)] if isinstance(want, (list, tuple, set)) else df[df[col] == want]
+    return df.reset_index(drop=True)
+
+
+def mui_label(mui: float) -> str:
+    """5e8 -> '500M', 1e9 -> '1B' (the paper's column names)."""
+    for div, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if mui >= div:
+            v = mui / div
+            return f"{v:g}{suffix}"
+    return f"{mui:g}"
+
+
+def greeness_table(df: pd.DataFrame, muis: Sequence[float] = (5e8, 1e9), tau: float = 2.0,
+                   keys: Sequence[str] = ("model",), scale: float = TABLE3.scale) -> pd.DataFrame:
+    """The paper's Table 3 columns from measured runs: TEC (W·h), Acc (%), IEC (W·h), G(MUI).
+
+    Runs sharing ``keys`` (e.g. several seeds) are averaged, with ``*_std`` columns and ``n_seeds``.
+    G uses Acc as a fraction, times ``scale`` (1e4, as Table 3 prints it). ``label`` joins the
+    keys that differ between rows (the name :mod:`greenlib.plotting` draws).
+    """
+    if df.empty:
+        return pd.DataFrame(columns=[*keys, "tec_wh", "acc_percent", "iec_wh"])
+    d = df.assign(acc_percent=100 * df["acc"])
+    agg = d.groupby(list(keys), sort=False).agg(
+        tec_wh=("tec_wh", "mean"), tec_wh_std=("tec_wh", "std"), acc_percent=("acc_percent", "mean"),
+        acc_percent_std=("acc_percent", "std"), iec_wh=("iec_wh", "mean"), iec_wh_std=("iec_wh", "std"),
+        n_seeds=("acc", "size")).reset_index()
+    for mui in muis:
+        agg[f"G({mui_label(mui)})"] = scale * metric.greeness(agg["acc_percent"].to_numpy() / 100,
+                                                              agg["tec_wh"].to_numpy(), agg["iec_wh"].to_numpy(),
+                                                              mui, tau=tau)
+    if (agg["n_seeds"] <= 1).all():
+        agg = agg.drop(columns=[c for c in agg if c.endswith("_std")])
+    varying = [k for k in keys if agg[k].nunique() > 1] or list(keys[:1])
+    agg.insert(0, "label", agg[varying].astype(str).agg(" · ".join, axis=1))
+    return agg
+
+
+def describe(values: Iterable[Any]) -> str:
+    vals = sorted({str(v) for v in values if v is not None and v == v})
+    return ", ".join(vals) if vals else "unknown"
+
+
+def caption(df: pd.DataFrame, profile: str, what: str = "") -> str:
+    """``<what> | dataset: ... | hardware: ... (energy: <source>[, estimated]) | profile: ...``."""
+    if df.empty:
+        return f"{what} | no stored runs | profile: {profile}".strip(" |")
+    datasets = describe(df["dataset_description"]) if "dataset_description" in df else describe(df["dataset"])
+    hw = describe(df["hardware"]) if "hardware" in df else "unknown"
+    src = describe(df["energy_source"]) if "energy_source" in df else "unknown"
+    est = ", ESTIMATED" if "estimated" in df and df["estimated"].astype(bool).any() else ""
+    parts = [what] if what else []
+    parts += [f"dataset: {datasets}", f"hardware: {hw} (energy: {src}{est})", f"profile: {profile}"]
+    return " | ".join(parts)
+
+
+def short_caption(df: pd.DataFrame, profile: str) -> str:
+    """``dataset · hardware · profile`` for figure titles (energy marked when estimated)."""
+    if df.empty:
+        return f"no runs · {profile}"
+    est = " (energy estimated)" if "estimated" in df and df["estimated"].astype(bool).any() else ""
+    return f"{describe(df['dataset'])} · {describe(df['hardware'])}{est} · {profile}"
+
+
+def _printed_g_name(col: str) -> str | None:
+    # paper columns look like g_mui5e8_tau2_x1e4 -> "G(500M)" (tau 2 only: Table 3's)
+    m = re.match(r"^g_mui(?P<mui>[\d.]+e\d+)_tau2(_x1e4)?$", col)
+    return f"G({mui_label(float(m['mui']))})" if m else None
+
+
+def beside_paper(measured: pd.DataFrame, published: pd.DataFrame, keys: Sequence[str] = ("model",)) -> pd.DataFrame:
+    """Measured rows and the paper's rows for the same ``keys`` in one table, a ``source`` column apart.
+
+    The paper's G are its printed Table 3 values (τ = 2, Acc fraction, ×1e4), not recomputed.
+    """
+    g_cols = {c: _printed_g_name(c) for c in published.columns if _printed_g_name(c)}
+    pub = published.rename(columns=g_cols).assign(source="paper")
+    meas = measured.assign(source="measured")
+    cols = [*keys, "source", "hardware", "dataset", "tec_wh", "acc_percent", "iec_wh",
+            *[c for c in measured.columns if c.startswith("G(")]]
+    both = pd.concat([meas, pub[pub[list(keys)].apply(tuple, axis=1).isin(meas[list(keys)].apply(tuple, axis=1))]],
+                     ignore_index=True)
+    return both[[c for c in cols if c in both]].sort_values([*keys, "source"], kind="stable").reset_index(drop=True)
+
+
+def stage_table(runs: pd.DataFrame, stages: Sequence[str], keys: Sequence[str] = ("model", "seed", "hardware")
+                ) -> pd.DataFrame:
+    """One row per (run, stage): time, energy, mean power and utilisation (Table 4's columns)."""
+    fields = ("elapsed_s", "energy_wh", "mean_power_w", "mean_gpu_util_pct", "mean_mem_util_pct",
+              "energy_source", "estimated")
+    rows = []
+    for _, r in runs.iterrows():
+        for s in stages:
+            if pd.notna(r.get(f"{s}.elapsed_s")):  # runs without this stage are left out
+                rows.append({**{k: r[k] for k in keys}, "stage": s, **{f: r.get(f"{s}.{f}") for f in fields}})
+    return pd.DataFrame(rows)

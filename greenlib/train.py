@@ -1,0 +1,278 @@
+"""The traced trainer: SGD with momentum and weight decay, a step or cosine schedule, fp32 by default.
+
+Every epoch is a tracer window ``<stage>/epoch<N>``; the stage's summary is the sum of its epochs,
+so a run killed mid-stage and resumed from its last checkpoint still reports the whole stage's
+energy (the epochs finished before the kill are kept in the checkpoint). One epoch that was
+interrupted is redone and counted once.
+
+Method families reuse :class:`Trainer` with their own ``loss_fn`` (distillation) or a model that
+arrives already trained (pruning's fine-tuning). The step can be captured in a CUDA graph
+(``graph_capture=True``): the paper-faithful default is eager.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from .io import atomic_torch_save
+
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+"""``loss_fn(model, x, y) -> (loss, logits)``; the default is cross-entropy on ``model(x)``."""
+
+SCHEDULES = ("step", "cosine")
+
+
+def cross_entropy_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    logits = model(x)
+    return nn.functional.cross_entropy(logits, y), logits
+
+
+def lr_at(epoch: int, epochs: int, lr: float, schedule: str, milestones: Sequence[float] = (0.5, 0.75),
+          gamma: float = 0.1) -> float:
+    """Learning rate for 0-based ``epoch`` of ``epochs``.
+
+    ``step``: ``lr`` times ``gamma`` for each milestone (a fraction of ``epochs``) passed, as NNI's
+    CIFAR baselines (0.5 and 0.75 of 160 epochs) and RepDistiller (150/180/210 of 240) do.
+    ``cosine``: half-cosine from ``lr`` towards 0, evaluated at the epoch's start.
+    """
+    if schedule == "step":
+        passed = sum(epoch >= round(m * epochs) for m in milestones)
+        return lr * gamma**passed
+    if schedule == "cosine":
+        return lr * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
+    raise ValueError(f"unknown schedule {schedule!r}; accepted: {', '.join(SCHEDULES)}")
+
+
+@dataclass
+class TrainConfig:
+    """What a training stage does. Validated on construction (errors name the value)."""
+
+    epochs: int
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    milestones: tuple[float, ...] = (0.5, 0.75)
+    gamma: float = 0.1
+    amp: bool = False  # bf16 autocast; the paper trained in fp32
+    graph_capture: bool = False  # capture forward+backward+step in one CUDA graph (CUDA only)
+
+    def __post_init__(self):
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            raise ValueError(f"epochs={self.epochs!r}: must be an int >= 1")
+        if not self.lr > 0:
+            raise ValueError(f"lr={self.lr!r}: must be > 0")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule={self.schedule!r}; accepted: {', '.join(SCHEDULES)}")
+        self.milestones = tuple(self.milestones)
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    lr: float
+    train_loss: float
+    train_acc: float
+    images: int
+    window: dict[str, Any] = field(default_factory=dict)  # the epoch's tracer summary
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "lr": self.lr, "train_loss": self.train_loss, "train_acc": self.train_acc,
+                "images": self.images, **{f"window.{k}": v for k, v in self.window.items()
+                                          if not isinstance(v, dict)}}
+
+
+class Trainer:
+    """Train ``model`` for ``cfg.epochs`` over ``train_loader``, tracing each epoch.
+
+    ``checkpoint`` (a path) is written atomically after every epoch and read on start, so an
+    interrupted :meth:`fit` continues where it stopped. ``extra_modules`` are trained alongside
+    the model (a distiller's connectors) and checkpointed with it.
+    """
+
+    def __init__(self, model: nn.Module, train_loader: Iterable, cfg: TrainConfig, device: torch.device | str,
+                 loss_fn: LossFn = cross_entropy_loss, extra_modules: Sequence[nn.Module] = (),
+                 checkpoint: str | Path | None = None):
+        self.model, self.loader, self.cfg = model, train_loader, cfg
+        self.device = torch.device(device)
+        if cfg.graph_capture and self.device.type != "cuda":
+            raise ValueError(f"graph_capture=True needs a CUDA device, got device={self.device}")
+        self.loss_fn = loss_fn
+        self.extra = nn.ModuleList(extra_modules)
+        self.checkpoint = Path(checkpoint) if checkpoint else None
+        params = [p for p in [*model.parameters(), *self.extra.parameters()] if p.requires_grad]
+        # lr is a tensor so a captured CUDA graph reads the current value at every replay
+        lr0 = torch.tensor(cfg.lr, device=self.device) if cfg.graph_capture else cfg.lr
+        self.opt = torch.optim.SGD(params, lr=lr0, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        self.history: list[EpochRecord] = []
+        self._graph = None
+
+    # -- checkpointing -------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "extra": self.extra.state_dict(), "opt": self.opt.state_dict(),
+                "history": [vars(h) for h in self.history], "rng_cpu": torch.get_rng_state(),
+                "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+    def _save(self) -> None:
+        if self.checkpoint is not None:
+            atomic_torch_save(self._state(), self.checkpoint)
+
+    def _load(self) -> None:
+        if self.checkpoint is None or not self.checkpoint.exists():
+            return
+        state = torch.load(self.checkpoint, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.extra.load_state_dict(state["extra"])
+        self.opt.load_state_dict(state["opt"])
+        self.history = [EpochRecord(**h) for h in state["history"]]
+        torch.set_rng_state(state["rng_cpu"])
+        if state["rng_cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+
+    # -- one step ------------------------------------------------------------------------------
+    def _eager_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.opt.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.amp):
+            loss, logits = self.loss_fn(self.model, x, y)
+        loss.backward()
+        self.opt.step()
+        return loss.detach(), (logits.argmax(1) == y).sum()
+
+    def _graphed_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._graph is None or self._static_x.shape != x.shape:
+            if self._graph is not None:
+                # a batch of another size (the last, partial one): run it eagerly
+                return self._eager_step(x, y)
+            self._capture(x, y)
+        self._static_x.copy_(x)
+        self._static_y.copy_(y)
+        self._graph.replay()
+        return self._static_loss.clone(), self._static_correct.clone()
+
+    def _capture(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        # The PyTorch recipe for whole-step capture: warm up on a side stream (this also builds
+        # the optimizer's momentum buffers), then capture one step with grads kept allocated.
+        # The warm-up steps are real training steps on the first batch; the replays follow.
+        self._static_x, self._static_y = x.clone(), y.clone()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                self._eager_step(self._static_x, self._static_y)
+        torch.cuda.current_stream().wait_stream(side)
+        self._graph = torch.cuda.CUDAGraph()
+        self.opt.zero_grad(set_to_none=True)
+        with torch.cuda.graph(self._graph):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.amp):
+                loss, logits = self.loss_fn(self.model, self._static_x, self._static_y)
+            loss.backward()
+            self.opt.step()
+            self._static_loss = loss.detach()
+            self._static_correct = (logits.argmax(1) == self._static_y).sum()
+
+    def _set_lr(self, lr: float) -> None:
+        for g in self.opt.param_groups:
+            if isinstance(g["lr"], torch.Tensor):
+                g["lr"].fill_(lr)
+            else:
+                g["lr"] = lr
+
+    # -- the loop ------------------------------------------------------------------------------
+    def fit(self, tracer, stage: str, progress: bool = True) -> dict[str, Any]:
+        """Train the remaining epochs inside ``tracer`` windows; returns the stage's summary.
+
+        ``tracer`` must be started. The summary sums the epochs' energy and time (including
+        epochs finished before a resume) and lists the epochs under ``epochs``.
+        """
+        from tqdm.auto import tqdm
+
+        self._load()
+        self.model.to(self.device).train()
+        self.extra.to(self.device).train()
+        step = self._graphed_step if self.cfg.graph_capture else self._eager_step
+        start = len(self.history)
+        bar = tqdm(range(start, self.cfg.epochs), desc=stage, initial=start, total=self.cfg.epochs,
+                   disable=not progress, unit="epoch")
+        for epoch in bar:
+            lr = lr_at(epoch, self.cfg.epochs, self.cfg.lr, self.cfg.schedule, self.cfg.milestones, self.cfg.gamma)
+            self._set_lr(lr)
+            if hasattr(self.loader, "set_epoch"):
+                self.loader.set_epoch(epoch)
+            loss_sum = torch.zeros((), device=self.device)
+            correct = torch.zeros((), device=self.device, dtype=torch.long)
+            n = 0
+            with tracer.window(f"{stage}/epoch{epoch}"):
+                for x, y in self.loader:
+                    loss, corr = step(x, y)
+                    loss_sum += loss * y.shape[0]
+                    correct += corr
+                    n += y.shape[0]
+            summary = tracer.windows[f"{stage}/epoch{epoch}"].to_dict()
+            rec = EpochRecord(epoch, lr, float(loss_sum) / max(n, 1), float(correct) / max(n, 1), n, summary)
+            if not math.isfinite(rec.train_loss):
+                raise FloatingPointError(f"{stage}: training loss is {rec.train_loss} at epoch {epoch} (lr={lr})")
+            self.history.append(rec)
+            self._save()
+            bar.set_postfix(loss=f"{rec.train_loss:.3f}", acc=f"{rec.train_acc:.3f}",
+                            J=f"{summary.get('energy_j', float('nan')):.0f}")
+        return merge_windows(stage, [h.window for h in self.history]) | {
+            "epochs": [h.to_dict() for h in self.history]}
+
+
+_SUM = ("elapsed_s", "energy_j", "energy_wh", "sampled_energy_j", "counter_energy_j", "net_energy_j", "n_samples")
+_TIME_WEIGHTED = ("mean_power_w", "mean_gpu_util_pct", "mean_mem_util_pct")
+
+
+def merge_windows(name: str, windows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One summary for consecutive windows: energies and times add, means are time-weighted.
+
+    Energy stays NaN if any part is NaN (a stage with an unmeasured epoch has no energy).
+    """
+    if not windows:
+        raise ValueError(f"stage {name!r} has no windows to merge")
+    out: dict[str, Any] = {"name": name, "n_windows": len(windows)}
+    for k in _SUM:
+        vals = [w.get(k) for w in windows if w.get(k) is not None]
+        out[k] = float(sum(vals)) if vals else float("nan")
+    total = out["elapsed_s"]
+    for k in _TIME_WEIGHTED:
+        vals = [(w.get(k, float("nan")), w.get("elapsed_s", 0.0)) for w in windows]
+        out[k] = sum(v * t for v, t in vals) / total if total > 0 else float("nan")
+    if "max_mem_used_mib" in windows[0]:
+        out["max_mem_used_mib"] = max(w.get("max_mem_used_mib", float("nan")) for w in windows)
+    sources = {w.get("energy_source") for w in windows}
+    out["energy_source"] = sources.pop() if len(sources) == 1 else "+".join(sorted(map(str, sources)))
+    out["estimated"] = any(bool(w.get("estimated")) for w in windows)
+    reasons = sorted({w["reason"] for w in windows if w.get("reason")})
+    out["reason"] = "; ".join(reasons) or None
+    for k in ("requested_interval_s", "achieved_interval_s"):
+        vals = [w[k] for w in windows if w.get(k) is not None]
+        out[k] = float(sum(vals) / len(vals)) if vals else float("nan")
+    return out
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Iterable, device: torch.device | str) -> dict[str, float]:
+    """Top-1 accuracy (fraction) and mean cross-entropy of ``model`` in eval mode."""
+    model.eval()
+    correct, loss_sum, n = 0, 0.0, 0
+    for x, y in loader:
+        logits = model(x.to(device, non_blocking=True)).float()
+        y = y.to(device, non_blocking=True)
+        loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+        correct += int((logits.argmax(1) == y).sum())
+        n += y.shape[0]
+    if n == 0:
+        raise ValueError("evaluate: the test loader yielded no samples")
+    return {"acc": correct / n, "test_loss": loss_sum / n, "test_images": n}
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)

@@ -1,0 +1,56 @@
+"""greenlib.plotting: each function returns a Figure with the caller's title, draws into a given
+axis, and saves through greenlib.io."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from greenlib import io, metric, paper, plotting
+
+
+@pytest.fixture(scope="module")
+def methods():
+    return paper.select(paper.load_table3(), paper.FIGURE2_METHODS)
+
+
+@pytest.fixture(autouse=True)
+def _close():
+    yield
+    plt.close("all")
+
+
+def test_g_vs_mui(methods, tmp_path):
+    fig = plotting.plot_g_vs_mui(methods, 1e6, 1e11, title="CIFAR-100, P100, smoke", scale=1e4,
+                                 mark_crossovers=True)
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    assert ax.get_title() == "CIFAR-100, P100, smoke"
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    assert len(ax.get_legend().get_texts()) == len(methods)
+    png, pdf = io.save_figure(fig, "g_vs_mui", tmp_path)
+    assert png.stat().st_size > 0 and pdf.stat().st_size > 0
+
+
+def test_g_vs_tau_into_a_panel(methods):
+    fig, axes = plotting.subplots(2)
+    out = plotting.plot_g_vs_tau(methods, np.linspace(1, 10, 19), mui=1e9, title="b", ax=axes[1])
+    assert out is fig and axes[1].get_title() == "b" and axes[1].get_yscale() == "log"
+
+
+def test_winner_regions_shades_each_region(methods):
+    for relative in (True, False):
+        fig = plotting.plot_winner_regions(methods, 1e6, 1e11, tau=5, acc_unit="percent",
+                                           title="w", relative=relative)
+        n_regions = len(metric.winner_regions(methods, 1e6, 1e11, 5))
+        ax = fig.axes[0]
+        assert len(ax.patches) >= n_regions  # one axvspan per region
+        assert len(ax.texts) == n_regions - 1  # one label per boundary
+
+
+def test_g_label_names_the_convention():
+    assert plotting.g_label("fraction", 1e4, 2) == "G (tau = 2; Acc as fraction; x 1e4)"
+    assert plotting.g_label("percent") == "G (Acc in %)"
+    with pytest.raises(ValueError, match="acc_unit"):
+        plotting.g_label("ratio")
