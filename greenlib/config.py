@@ -107,18 +107,18 @@ _COMMON_VALUES: dict[str, dict[str, Any]] = {
 
 PROFILE_VALUES: dict[str, dict[str, dict[str, Any]]] = {
     "smoke": {
-        "paper_tables": {"taus": [5, 10], "mui_min": 1e6, "mui_max": 1e11},
+        "paper_tables": {"taus": [2, 5, 10], "mui_min": 1e6, "mui_max": 1e11},
         "baselines": {"models": ["vgg16", "resnet18"], "epochs": 2, "lr": 0.05,
                       "schedule": "cosine", "graph_capture": False, "amp": False},
     },
     "quick": {
-        "paper_tables": {"taus": [5, 10], "mui_min": 1e6, "mui_max": 1e11},
+        "paper_tables": {"taus": [2, 5, 10], "mui_min": 1e6, "mui_max": 1e11},
         "baselines": {"models": ["vgg16", "vgg19", "resnet18"], "epochs": 10, "lr": 0.05,
                       "schedule": "cosine", "graph_capture": False, "amp": False},
     },
     "paper": {
         # NNI's CIFAR baselines: 160 epochs, SGD lr 0.1, step decay (x0.1 at 50% and 75%).
-        "paper_tables": {"taus": [5, 10], "mui_min": 1e6, "mui_max": 1e11},
+        "paper_tables": {"taus": [2, 5, 10], "mui_min": 1e6, "mui_max": 1e11},
         "baselines": {"models": ["vgg16", "vgg19", "resnet18"], "epochs": 160, "lr": 0.1,
                       "schedule": "step", "graph_capture": False, "amp": False},
     },

@@ -111,7 +111,7 @@ def train_and_measure(ctx: Context, run: Run, model: torch.nn.Module, seed: int,
     return {"acc": acc["acc"], "test_loss": acc["test_loss"], "test_images": acc["test_images"],
             "tec_wh": summary["energy_wh"], "tec_j": summary["energy_j"], "train_elapsed_s": summary["elapsed_s"],
             "iec_wh": iec["iec_wh"], "iec_j": iec["iec_j"], "latency_ms": iec["latency_ms"],
-            "throughput_ips": iec["throughput_ips"], "energy_source": summary["energy_source"],
+            "throughput_ips": iec["throughput_ips"], "energy_measured_by": summary["energy_source"],
             "estimated": bool(summary.get("estimated") or iec.get("estimated")),
             "final_train_loss": trainer.history[-1].train_loss, "final_train_acc": trainer.history[-1].train_acc}
 

@@ -93,8 +93,11 @@ def kernel_name() -> str:
     return KERNEL_NAME if KERNEL_NAME in KernelSpecManager().find_kernel_specs() else "python3"
 
 
-def quiet_home() -> None:
-    """Keep tool caches (matplotlib, IPython, Jupyter runtime) inside the repo, not under $HOME."""
+def kernel_environment() -> None:
+    """What every notebook kernel inherits: greenlib importable from this checkout (installed or
+    not), and tool caches (matplotlib, IPython, Jupyter runtime) inside the repo, not under $HOME."""
+    paths = [str(REPO_ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     cache = REPO_ROOT / ".cache"
     for var, sub in (("MPLCONFIGDIR", "matplotlib"), ("IPYTHONDIR", "ipython"),
                      ("JUPYTER_RUNTIME_DIR", "jupyter-runtime")):
@@ -107,7 +110,7 @@ def execute(nb_path: Path, out_path: Path, params: dict[str, Any], kernel: str |
     """Run one notebook with papermill; returns wall seconds. Raises PipelineError on failure."""
     import papermill as pm
 
-    quiet_home()
+    kernel_environment()
     out_path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     try:

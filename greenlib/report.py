@@ -77,7 +77,7 @@ def caption(df: pd.DataFrame, profile: str, what: str = "") -> str:
         return f"{what} | no stored runs | profile: {profile}".strip(" |")
     datasets = describe(df["dataset_description"]) if "dataset_description" in df else describe(df["dataset"])
     hw = describe(df["hardware"]) if "hardware" in df else "unknown"
-    src = describe(df["energy_source"]) if "energy_source" in df else "unknown"
+    src = describe(df["energy_measured_by"]) if "energy_measured_by" in df else "unknown"
     est = ", ESTIMATED" if "estimated" in df and df["estimated"].astype(bool).any() else ""
     parts = [what] if what else []
     parts += [f"dataset: {datasets}", f"hardware: {hw} (energy: {src}{est})", f"profile: {profile}"]

@@ -94,7 +94,13 @@ class Run:
         return out
 
     def finish(self, metrics: Mapping[str, Any], environment: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Write metrics, then result.json (last): the run is complete from here on."""
+        """Write metrics, then result.json (last): the run is complete from here on.
+
+        Metric names must differ from config keys (both become columns of ``load_results``).
+        """
+        clash = sorted(set(metrics) & set(self.config))
+        if clash:
+            raise ValueError(f"metrics {clash} share names with config keys; rename the metrics")
         if environment is not None:
             atomic_write_json(self.folder / "environment.json", dict(environment))
         env = _read_json(self.folder / "environment.json") or {}

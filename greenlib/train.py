@@ -106,9 +106,15 @@ class Trainer:
         self.extra = nn.ModuleList(extra_modules)
         self.checkpoint = Path(checkpoint) if checkpoint else None
         params = [p for p in [*model.parameters(), *self.extra.parameters()] if p.requires_grad]
-        # lr is a tensor so a captured CUDA graph reads the current value at every replay
-        lr0 = torch.tensor(cfg.lr, device=self.device) if cfg.graph_capture else cfg.lr
-        self.opt = torch.optim.SGD(params, lr=lr0, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        if cfg.graph_capture:
+            # lr is a device tensor so a captured graph reads the current value at every replay.
+            # SGD's foreach path calls .item() on a tensor lr (a sync, illegal while capturing);
+            # its single-tensor path with a requires-grad lr uses addcmul_ instead, which is legal.
+            lr0 = torch.tensor(cfg.lr, device=self.device, dtype=torch.float64, requires_grad=True)
+            self.opt = torch.optim.SGD(params, lr=lr0, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                                       foreach=False)
+        else:
+            self.opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         self.history: list[EpochRecord] = []
         self._graph = None
 
@@ -155,16 +161,29 @@ class Trainer:
         return self._static_loss.clone(), self._static_correct.clone()
 
     def _capture(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        # The PyTorch recipe for whole-step capture: warm up on a side stream (this also builds
-        # the optimizer's momentum buffers), then capture one step with grads kept allocated.
-        # The warm-up steps are real training steps on the first batch; the replays follow.
+        # The PyTorch recipe for whole-step capture: warm up on a side stream (this builds the
+        # optimizer's momentum buffers and picks kernels), then capture one step with grads
+        # allocated inside the graph. The warm-up must not train: weights, BN statistics and
+        # momentum are restored in place afterwards, so a graphed run takes exactly the steps
+        # an eager run takes (tests/test_train_gpu.py checks it).
         self._static_x, self._static_y = x.clone(), y.clone()
+        modules = nn.ModuleList([self.model, self.extra])
+        saved = {k: v.clone() for k, v in modules.state_dict().items()}
+        saved_bufs = {id(p): s["momentum_buffer"].clone() for p, s in self.opt.state.items()
+                      if s.get("momentum_buffer") is not None}
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(3):
                 self._eager_step(self._static_x, self._static_y)
         torch.cuda.current_stream().wait_stream(side)
+        with torch.no_grad():
+            for k, v in modules.state_dict().items():
+                v.copy_(saved[k])
+            for p, s in self.opt.state.items():
+                buf = s.get("momentum_buffer")
+                if buf is not None:  # an SGD buffer that is zero makes the next step equal eager's first
+                    buf.copy_(saved_bufs[id(p)]) if id(p) in saved_bufs else buf.zero_()
         self._graph = torch.cuda.CUDAGraph()
         self.opt.zero_grad(set_to_none=True)
         with torch.cuda.graph(self._graph):
@@ -178,10 +197,10 @@ class Trainer:
     def _set_lr(self, lr: float) -> None:
         for g in self.opt.param_groups:
             if isinstance(g["lr"], torch.Tensor):
-                g["lr"].fill_(lr)
+                with torch.no_grad():
+                    g["lr"].fill_(lr)
             else:
                 g["lr"] = lr
-
     # -- the loop ------------------------------------------------------------------------------
     def fit(self, tracer, stage: str, progress: bool = True) -> dict[str, Any]:
         """Train the remaining epochs inside ``tracer`` windows; returns the stage's summary.

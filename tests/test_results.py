@@ -85,3 +85,10 @@ def test_empty_store_gives_an_empty_frame(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert ResultsStore(tmp_path / "nothing").load_results().empty
+
+
+def test_metrics_may_not_shadow_config_keys(tmp_path):
+    run = ResultsStore(tmp_path).open(CFG)
+    with pytest.raises(ValueError, match=r"\['epochs'\] share names with config keys"):
+        run.finish({"epochs": 3})
+    assert not run.complete

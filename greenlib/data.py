@@ -1,0 +1,643 @@
+"""Datasets and the loaders that feed them to a trainer.
+
+Two datasets (:data:`DATASETS`), both CIFAR-100-shaped (50,000 train / 10,000 test, 3x32x32 uint8,
+100 classes), returned as a :class:`Dataset` of CPU tensors:
+
+- ``cifar100``: the real data through torchvision, from ``data/cifar100/``. It is downloaded only
+  on request (``load_dataset("cifar100", download=True)`` or
+  ``python -m greenlib.data download cifar100``); when missing, :class:`DatasetError` says so in
+  one line.
+- ``synthetic``: an offline stand-in the repo generates from a seed in a second or two and caches
+  in ``paths.cache_dir()``. Same shapes and counts, so one epoch costs what a CIFAR-100 epoch
+  costs; accuracies are NOT comparable with CIFAR-100 (see ``docs/datasets.md``).
+
+Two loader kinds (:data:`LOADER_KINDS`), built by :func:`make_loaders`, both yielding
+``(x, y)``: ``x`` float32 NCHW normalised on the device, ``y`` int64 on the device:
+
+- ``gpu`` (:class:`GPULoader`): the dataset lives on the device and the augmentation (random crop
+  with 4-px zero padding, horizontal flip) runs there on whole batches, as in
+  KellerJordan/cifar10-airbench.
+- ``dataloader`` (:class:`TorchvisionLoader`): the classic path, torchvision.transforms.v2 per
+  image in ``DataLoader`` workers, batches copied to the device.
+
+Both kinds visit the samples in the same order for a given ``(seed, epoch)`` and draw their crop
+offsets and flips from the same distribution (the draws themselves differ). Padding is 0 in the
+uint8 image, before normalisation, exactly as ``RandomCrop(32, padding=4)`` does; after
+normalisation a padded pixel therefore reads ``-mean / std`` per channel.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import os
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import paths
+from .io import atomic_write_bytes
+
+DATASETS: tuple[str, ...] = ("synthetic", "cifar100")
+LOADER_KINDS: tuple[str, ...] = ("gpu", "dataloader")
+
+IMAGE_PX = 32  # CIFAR images are 32x32
+PAD_PX = 4  # RandomCrop(32, padding=4)
+NUM_CLASSES = 100
+TRAIN_SIZE = 50_000  # images in the CIFAR-100 training set
+TEST_SIZE = 10_000  # images in the CIFAR-100 test set
+
+SYNTHETIC_VERSION = 1  # bump whenever the generator's output changes (it names the cache file)
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be loaded (missing, corrupt, download failed); one-line message."""
+
+
+# --------------------------------------------------------------------------------------------
+# Dataset
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False, repr=False)
+class Dataset:
+    """Images and labels of one dataset, on the CPU.
+
+    ``*_x``: uint8 NCHW (N, 3, 32, 32); ``*_y``: int64 (N,) in ``[0, num_classes)``.
+    ``mean`` / ``std``: per-channel statistics of the full training set in [0, 1] units (what
+    ``Normalize`` takes); a :meth:`subset` keeps them. ``description``: one line for captions.
+    """
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    description: str
+
+    def __post_init__(self) -> None:
+        for split in ("train", "test"):
+            _check_images(getattr(self, f"{split}_x"), getattr(self, f"{split}_y"), where=f"{self.name}.{split}")
+
+    def subset(self, train_size: int | None, test_size: int | None) -> "Dataset":
+        """The first ``train_size`` training and ``test_size`` test images (``None``: all of them).
+
+        Prefixes, not random draws: the synthetic set is ordered so every prefix is class-balanced
+        to within one image per class (CIFAR-100's own order is already shuffled). Raises
+        ValueError for a size that is not an int in ``1..len(split)`` or None.
+        """
+        n_train = _check_size("train_size", train_size, len(self.train_y))
+        n_test = _check_size("test_size", test_size, len(self.test_y))
+        if n_train == len(self.train_y) and n_test == len(self.test_y):
+            return self
+        return Dataset(
+            name=self.name,
+            train_x=self.train_x[:n_train], train_y=self.train_y[:n_train],
+            test_x=self.test_x[:n_test], test_y=self.test_y[:n_test],
+            num_classes=self.num_classes, mean=self.mean, std=self.std,
+            description=f"{self.description}; first {n_train:,} train / {n_test:,} test images",
+        )
+
+    def __repr__(self) -> str:
+        return (f"Dataset({self.name!r}, train={tuple(self.train_x.shape)}, test={tuple(self.test_x.shape)}, "
+                f"num_classes={self.num_classes}, description={self.description!r})")
+
+
+def _check_size(name: str, value: int | None, n: int) -> int:
+    if value is None:
+        return n
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not 1 <= value <= n:
+        raise ValueError(f"{name}={value!r} is not accepted; accepted: an int in 1..{n:,} or None (all)")
+    return int(value)
+
+
+def _check_images(x: torch.Tensor, y: torch.Tensor, where: str = "images") -> None:
+    if not isinstance(x, torch.Tensor) or x.dtype != torch.uint8 or x.dim() != 4 or x.shape[1] != 3:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        dtype = x.dtype if isinstance(x, torch.Tensor) else None
+        raise ValueError(f"{where}: images must be a uint8 tensor (N, 3, H, W); got {shape} {dtype}")
+    if not isinstance(y, torch.Tensor) or y.dtype != torch.int64 or y.dim() != 1 or len(y) != len(x):
+        shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        raise ValueError(f"{where}: labels must be an int64 tensor (N,) with N={len(x)}; got {shape}")
+
+
+def _channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images, in [0, 1] units, rounded to 4 decimals.
+
+    Exact and fast: from each channel's 256-bin histogram rather than a float pass over the pixels.
+    """
+    levels = torch.arange(256, dtype=torch.float64) / 255
+    means, stds = [], []
+    for c in range(x.shape[1]):
+        hist = torch.bincount(x[:, c].reshape(-1), minlength=256).to(torch.float64)
+        p = hist / hist.sum()
+        mean = float((p * levels).sum())
+        means.append(round(mean, 4))
+        stds.append(round(math.sqrt(max(float((p * (levels - mean) ** 2).sum()), 0.0)), 4))
+    return tuple(means), tuple(stds)
+
+
+def load_dataset(name: str, seed: int = 0, download: bool = False, root: str | Path | None = None) -> Dataset:
+    """Load ``name`` (one of :data:`DATASETS`) as CPU tensors.
+
+    ``synthetic``: generated from ``seed`` (an int >= 0) and cached in ``root`` (default
+    ``paths.cache_dir()``); a cache that cannot be read is regenerated, with a warning.
+    ``download`` is ignored: nothing is fetched.
+
+    ``cifar100``: read by torchvision from ``root`` (default ``data/cifar100/``); ``seed`` is
+    ignored. Fetched from the internet only when ``download=True``.
+
+    Raises ValueError for an unknown name or a bad seed, DatasetError when CIFAR-100 is missing
+    (the message names the folder and the command that fetches it) or its download fails.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; accepted: {', '.join(DATASETS)}")
+    if name == "synthetic":
+        return _load_synthetic(seed, Path(root) if root is not None else paths.cache_dir())
+    return _load_cifar100(Path(root) if root is not None else paths.data_dir() / "cifar100", download)
+
+
+# --------------------------------------------------------------------------------------------
+# CIFAR-100 (torchvision)
+# --------------------------------------------------------------------------------------------
+FETCH_COMMAND = "python -m greenlib.data download cifar100"
+
+
+def _load_cifar100(root: Path, download: bool) -> Dataset:
+    from torchvision.datasets import CIFAR100
+
+    splits = {}
+    for train in (True, False):
+        try:
+            ds = CIFAR100(root=str(root), train=train, download=download)
+        except RuntimeError as e:  # torchvision: "Dataset not found or corrupted ..."
+            raise DatasetError(
+                f"CIFAR-100 not found (or corrupt) in {root}: fetch it once with `{FETCH_COMMAND}` "
+                f"(needs internet) or load_dataset('cifar100', download=True); torchvision said: {e}"
+            ) from None
+        except OSError as e:  # URLError, connection refused, disk full, ... during a download
+            raise DatasetError(f"could not download CIFAR-100 into {root}: {type(e).__name__}: {e}") from None
+        x = torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))  # NHWC -> NCHW
+        y = torch.as_tensor(ds.targets, dtype=torch.int64)
+        splits[train] = (x, y)
+    mean, std = _channel_stats(splits[True][0])
+    return Dataset(
+        name="cifar100", train_x=splits[True][0], train_y=splits[True][1],
+        test_x=splits[False][0], test_y=splits[False][1], num_classes=NUM_CLASSES,
+        mean=mean, std=std, description="CIFAR-100 (torchvision)",
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The synthetic stand-in
+# --------------------------------------------------------------------------------------------
+# Every knob of the generator; changing any of them changes the data, so bump SYNTHETIC_VERSION.
+# Amplitudes are in "signal units": the final image is 128 + 48 * signal, clipped to 0..255.
+_SUPERCLASSES = 20  # 20 groups of 5 classes that share background, texture frequency and shape
+_FINE_PER_SUPER = 5
+_SIBLING_ORIENT_STEP = math.pi / 10  # texture orientation step between classes of one group (18 deg)
+_SIBLING_COLOUR = 0.2  # std of a class's deviation from its group's colours
+_BG_CLASS = 0.7  # weight of the group's low-frequency colour field
+_CLUTTER = 0.9  # weight of a per-image random low-frequency colour field
+_BLOB = 0.5  # weight of the class's blob colour
+_GRATING = 1.3  # weight of the class's texture (oriented grating inside the blob)
+_GRATING_AMP = (0.6, 1.2)  # per-image texture contrast, uniform
+_NOISE = 0.5  # std of per-pixel uniform noise
+_GAIN = 0.3  # per-image per-channel gain, uniform in 1 +- this
+_OFFSET = 0.3  # per-image per-channel offset, normal std
+_SHIFT_PX = 5.0  # blob centre, uniform in +- this many pixels
+_RADIUS_PX = 9.0  # blob radius, times uniform(0.75, 1.25)
+_ORIENT_JITTER = 0.20  # per-image texture orientation jitter, normal std in radians
+_FREQ_JITTER = 0.10  # per-image texture frequency jitter, uniform +- this fraction
+_CHUNK = 4096  # images per generation step (fixed: the random draws depend on it)
+
+
+def synthetic_cache_path(seed: int = 0, root: str | Path | None = None,
+                         n_train: int = TRAIN_SIZE, n_test: int = TEST_SIZE) -> Path:
+    """Where the generated dataset for ``seed`` is cached (``root`` defaults to ``paths.cache_dir()``)."""
+    root = Path(root) if root is not None else paths.cache_dir()
+    sizes = "" if (n_train, n_test) == (TRAIN_SIZE, TEST_SIZE) else f"-{n_train}x{n_test}"
+    return root / f"synthetic-cifar100-v{SYNTHETIC_VERSION}-seed{seed}{sizes}.pt"
+
+
+def _check_seed(seed: int) -> int:
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed={seed!r} is not accepted; accepted: an int >= 0")
+    return int(seed)
+
+
+def _load_synthetic(seed: int, root: Path, n_train: int = TRAIN_SIZE, n_test: int = TEST_SIZE) -> Dataset:
+    seed = _check_seed(seed)
+    path = synthetic_cache_path(seed, root, n_train, n_test)
+    if path.exists():
+        try:
+            return _read_synthetic_cache(path, seed, n_train, n_test)
+        except Exception as e:  # any unreadable cache is re-creatable: say so, then regenerate
+            reason = (str(e).splitlines() or [""])[0][:200]
+            warnings.warn(f"synthetic cache {path} is unreadable ({type(e).__name__}: {reason}); regenerating",
+                          RuntimeWarning, stacklevel=3)
+    ds = make_synthetic(seed, n_train, n_test)
+    buf = io.BytesIO()
+    torch.save({"version": SYNTHETIC_VERSION, "seed": seed, "train_x": ds.train_x, "train_y": ds.train_y,
+                "test_x": ds.test_x, "test_y": ds.test_y, "mean": list(ds.mean), "std": list(ds.std)}, buf)
+    atomic_write_bytes(path, buf.getvalue())
+    return ds
+
+
+def _read_synthetic_cache(path: Path, seed: int, n_train: int, n_test: int) -> Dataset:
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if blob.get("version") != SYNTHETIC_VERSION or blob.get("seed") != seed:
+        raise ValueError(f"holds version {blob.get('version')} seed {blob.get('seed')}, "
+                         f"expected version {SYNTHETIC_VERSION} seed {seed}")
+    shape = (3, IMAGE_PX, IMAGE_PX)
+    if tuple(blob["train_x"].shape) != (n_train, *shape) or tuple(blob["test_x"].shape) != (n_test, *shape):
+        raise ValueError(f"shapes {tuple(blob['train_x'].shape)} / {tuple(blob['test_x'].shape)} do not match")
+    return _synthetic_dataset(seed, blob["train_x"], blob["train_y"], blob["test_x"], blob["test_y"],
+                              tuple(blob["mean"]), tuple(blob["std"]))
+
+
+def _synthetic_dataset(seed, train_x, train_y, test_x, test_y, mean, std) -> Dataset:
+    ds = Dataset(name="synthetic", train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
+                 num_classes=NUM_CLASSES, mean=mean, std=std,
+                 description=f"synthetic CIFAR-100-shaped stand-in (seed {seed}), NOT CIFAR-100")
+    if int(train_y.min()) < 0 or int(train_y.max()) >= NUM_CLASSES:
+        raise ValueError("labels out of range")
+    return ds
+
+
+def make_synthetic(seed: int = 0, n_train: int = TRAIN_SIZE, n_test: int = TEST_SIZE) -> Dataset:
+    """Generate the synthetic stand-in (not cached; :func:`load_dataset` caches it).
+
+    100 classes in 20 groups of 5. An image is a group-specific low-frequency colour field plus
+    per-image random colour clutter, with a soft blob at a random position and size carrying the
+    class's colour and an oriented sinusoidal texture (frequency shared within the group,
+    orientation 18 degrees apart between classes of a group, random phase); then per-image colour
+    gain/offset, a random horizontal flip and strong per-pixel noise. Labels come in blocks of
+    100 holding each class once, so every prefix is balanced. Deterministic given ``seed``;
+    the test set does not depend on ``n_train``. See docs/datasets.md.
+    """
+    seed = _check_seed(seed)
+    n_train = _check_size("n_train", n_train, 10 ** 7)
+    n_test = _check_size("n_test", n_test, 10 ** 7)
+    protos = _class_parameters(np.random.default_rng([seed, 0]))
+    splits = []
+    for tag, n in ((1, n_train), (2, n_test)):
+        rng = np.random.default_rng([seed, tag])
+        blocks = -(-n // NUM_CLASSES)
+        labels = np.concatenate([rng.permutation(NUM_CLASSES) for _ in range(blocks)])[:n]
+        splits.append((_render(protos, labels, rng), torch.from_numpy(labels.astype(np.int64))))
+    (train_x, train_y), (test_x, test_y) = splits
+    mean, std = _channel_stats(train_x)
+    return _synthetic_dataset(seed, train_x, train_y, test_x, test_y, mean, std)
+
+
+def _class_parameters(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Per-class parameters, each an array with one row per class.
+
+    Groups differ in everything (background, texture frequency, blob shape, colours); the five
+    classes of a group share all that, up to small colour deviations, and differ mainly in the
+    texture's orientation. Group orientations are centred in [0.70, 0.87] rad so that every
+    class's orientations (and their mirror images, pi - theta) stay clear of other classes'.
+    """
+    group = np.arange(NUM_CLASSES) // _FINE_PER_SUPER
+    sibling = np.arange(NUM_CLASSES) % _FINE_PER_SUPER
+    g_colour = rng.standard_normal((_SUPERCLASSES, 3))[group] + _SIBLING_COLOUR * rng.standard_normal((NUM_CLASSES, 3))
+    return {
+        "background": rng.standard_normal((_SUPERCLASSES, 3, 4, 4))[group],  # 4x4 field, upsampled
+        "orient": rng.uniform(0.70, 0.87, _SUPERCLASSES)[group] + (sibling - 2) * _SIBLING_ORIENT_STEP,
+        "freq": rng.uniform(1 / 8, 1 / 3.5, _SUPERCLASSES)[group] * rng.uniform(0.95, 1.05, NUM_CLASSES),
+        "aspect": rng.uniform(0.55, 1.0, _SUPERCLASSES)[group],
+        "texture_colour": g_colour / np.linalg.norm(g_colour, axis=1, keepdims=True),
+        "blob_colour": rng.standard_normal((_SUPERCLASSES, 3))[group]
+        + _SIBLING_COLOUR * rng.standard_normal((NUM_CLASSES, 3)),
+    }
+
+
+def _upsample_matrix(lo: int, hi: int = IMAGE_PX) -> torch.Tensor:
+    """(hi, lo) matrix M with M @ f @ M.T = bilinear upsampling (align_corners=False) of f."""
+    src = ((np.arange(hi) + 0.5) * lo / hi - 0.5).clip(0, lo - 1)
+    i0 = np.floor(src).astype(int)
+    i1 = np.minimum(i0 + 1, lo - 1)
+    w = (src - i0).astype(np.float32)
+    m = np.zeros((hi, lo), np.float32)
+    np.add.at(m, (np.arange(hi), i0), 1 - w)
+    np.add.at(m, (np.arange(hi), i1), w)
+    return torch.from_numpy(m)
+
+
+def _render(p: dict[str, np.ndarray], labels: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+    """Images for ``labels`` (uint8 NCHW), rendered _CHUNK at a time with vectorised ops."""
+    out = torch.empty((len(labels), 3, IMAGE_PX, IMAGE_PX), dtype=torch.uint8)
+    up = _upsample_matrix(4)
+    coord = torch.arange(IMAGE_PX, dtype=torch.float32) - (IMAGE_PX - 1) / 2
+
+    def t(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+
+    for start in range(0, len(labels), _CHUNK):
+        y = labels[start:start + _CHUNK]
+        m = len(y)
+        # A horizontal flip of the whole image, applied to its parameters: mirror the blob centre,
+        # the texture orientation (theta -> pi - theta) and the low-frequency field.
+        flip = rng.random(m) < 0.5
+        cx = rng.uniform(-_SHIFT_PX, _SHIFT_PX, m)  # symmetric, so a flipped centre needs no change
+        cy = rng.uniform(-_SHIFT_PX, _SHIFT_PX, m)
+        radius = _RADIUS_PX * rng.uniform(0.75, 1.25, m)
+        theta = p["orient"][y] + rng.normal(0, _ORIENT_JITTER, m)
+        theta = np.where(flip, math.pi - theta, theta)
+        freq = p["freq"][y] * rng.uniform(1 - _FREQ_JITTER, 1 + _FREQ_JITTER, m)
+        phase = rng.uniform(0, 2 * math.pi, m)
+        amp = rng.uniform(*_GRATING_AMP, m)
+        gain = rng.uniform(1 - _GAIN, 1 + _GAIN, (m, 3))
+        offset = rng.normal(0, _OFFSET, (m, 3))
+        low = p["background"][y] * _BG_CLASS + rng.standard_normal((m, 3, 4, 4)) * _CLUTTER
+        low = np.where(flip[:, None, None, None], low[..., ::-1], low)
+        low = low * gain[:, :, None, None] + offset[:, :, None, None]  # rows of `up` sum to 1
+        img = up @ t(low) @ up.T  # (m, 3, H, W): the background, colour jitter included
+
+        X = coord.view(1, 1, -1) - t(cx).view(m, 1, 1)
+        Y = coord.view(1, -1, 1) - t(cy).view(m, 1, 1)
+        rx = t(radius).view(m, 1, 1)
+        ry = t(radius * p["aspect"][y]).view(m, 1, 1)
+        blob = torch.exp(-2 * ((X / rx) ** 2 + (Y / ry) ** 2))  # (m, H, W)
+        u = X * t(np.cos(theta)).view(m, 1, 1) + Y * t(np.sin(theta)).view(m, 1, 1)
+        texture = torch.sin(u.mul_(t(2 * math.pi * freq).view(m, 1, 1)).add_(t(phase).view(m, 1, 1))).mul_(blob)
+        img.addcmul_(blob[:, None], t(p["blob_colour"][y] * gain * _BLOB).view(m, 3, 1, 1))
+        img.addcmul_(texture[:, None], t(p["texture_colour"][y] * gain * (amp * _GRATING)[:, None]).view(m, 3, 1, 1))
+
+        # Uniform noise from uint8 draws (cheaper than normal draws): u8 * k has std _NOISE.
+        noise = torch.from_numpy(rng.integers(0, 256, (m, 3, IMAGE_PX, IMAGE_PX), dtype=np.uint8))
+        k = _NOISE * math.sqrt(12) / 256
+        img.mul_(48).add_(128 - 48 * 127.5 * k).add_(noise, alpha=48 * k)
+        out[start:start + m] = img.clamp_(0, 255).round_()
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Loaders
+# --------------------------------------------------------------------------------------------
+def _mix(*keys: int) -> int:
+    """A 63-bit seed from integers (numpy's SeedSequence hashing), so (seed, epoch) pairs never collide."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+_ORDER, _AUGMENT = 0, 1  # stream tags for _mix
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The shuffled sample order (CPU int64) of one training epoch; both loader kinds use it."""
+    g = torch.Generator().manual_seed(_mix(seed, epoch, _ORDER))
+    return torch.randperm(n, generator=g)
+
+
+def _resolve_drop_last(n: int, batch_size: int, train: bool, drop_last: bool | None) -> bool:
+    if drop_last is not None:
+        return bool(drop_last)
+    # Keep every sample, but BatchNorm cannot train on a final batch of one image.
+    return bool(train and n > 1 and n % batch_size == 1)
+
+
+def _check_batch_size(name: str, value: int) -> int:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name}={value!r} is not accepted; accepted: an int >= 1")
+    return int(value)
+
+
+def _as_device(device: torch.device | str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class GPULoader:
+    """Batches of a dataset that lives on ``device``, augmented there (cifar10-airbench style).
+
+    ``x_uint8`` (N, 3, H, W) uint8 and ``y`` (N,) int64 are copied to ``device`` once. Each
+    iteration yields ``(x, y)``: ``x`` float32 normalised with ``mean`` / ``std`` (per channel,
+    [0, 1] units), ``y`` int64, both on ``device``.
+
+    ``train=True`` shuffles with :func:`epoch_order` of ``(seed, epoch)``; ``augment`` (default:
+    ``train``) applies, per image, a random crop of the image zero-padded by 4 px (offsets
+    uniform in 0..8 per axis, the pad is 0 in uint8, before normalisation, like torchvision's
+    ``RandomCrop(32, padding=4)``) and a horizontal flip with probability 1/2, as one batched
+    gather: no per-image Python. The draws are deterministic in ``(seed, epoch)``.
+
+    ``drop_last``: None keeps every sample, except that a training epoch drops a final batch of a
+    single image (BatchNorm cannot train on it). Each ``iter()`` uses the current epoch and then
+    advances it; :meth:`set_epoch` picks the epoch of the next iteration (to resume).
+    """
+
+    def __init__(self, x_uint8: torch.Tensor, y: torch.Tensor, batch_size: int, device: torch.device | str,
+                 train: bool, mean: Sequence[float], std: Sequence[float], seed: int = 0,
+                 drop_last: bool | None = None, augment: bool | None = None):
+        _check_images(x_uint8, y, where="GPULoader")
+        self.batch_size = _check_batch_size("batch_size", batch_size)
+        self.device = _as_device(device)
+        self.train = bool(train)
+        self.augment = self.train if augment is None else bool(augment)
+        self.seed = _check_seed(seed)
+        self.n = len(y)
+        self.image_px = tuple(x_uint8.shape[2:])
+        self.drop_last = _resolve_drop_last(self.n, self.batch_size, self.train, drop_last)
+        x = x_uint8.to(self.device)
+        # Pad once for the whole dataset; a crop is then a gather from the padded copy.
+        self.x = F.pad(x, (PAD_PX,) * 4) if self.augment else x
+        self.y = y.to(self.device)
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        """Batches per epoch."""
+        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+
+    @property
+    def num_samples(self) -> int:
+        """Images yielded per epoch."""
+        return len(self) * self.batch_size if self.drop_last else self.n
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch the next iteration uses (shuffle and augmentation draws follow from it)."""
+        if not isinstance(epoch, (int, np.integer)) or isinstance(epoch, bool) or epoch < 0:
+            raise ValueError(f"epoch={epoch!r} is not accepted; accepted: an int >= 0")
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        n_used = self.num_samples
+        order = epoch_order(self.n, self.seed, epoch) if self.train else torch.arange(self.n)
+        order = order[:n_used].to(self.device)
+        if self.augment:
+            h, w = self.image_px
+            g = torch.Generator().manual_seed(_mix(self.seed, epoch, _AUGMENT))
+            oy = torch.randint(0, 2 * PAD_PX + 1, (n_used,), generator=g).to(self.device)
+            ox = torch.randint(0, 2 * PAD_PX + 1, (n_used,), generator=g).to(self.device)
+            flip = (torch.rand(n_used, generator=g) < 0.5).to(self.device)
+            rows_base = torch.arange(h, device=self.device)
+            cols_base = torch.arange(w, device=self.device)
+            chan = torch.arange(self.x.shape[1], device=self.device).view(1, -1, 1, 1)
+        for start in range(0, n_used, self.batch_size):
+            idx = order[start:start + self.batch_size]
+            if self.augment:
+                sl = slice(start, start + len(idx))
+                rows = oy[sl, None] + rows_base  # (B, H)
+                cols = ox[sl, None] + cols_base  # (B, W)
+                cols = torch.where(flip[sl, None], cols.flip(1), cols)
+                xb = self.x[idx.view(-1, 1, 1, 1), chan, rows[:, None, :, None], cols[:, None, None, :]]
+            else:
+                xb = self.x[idx]
+            yield xb.float().div_(255).sub_(self.mean).div_(self.std), self.y[idx]
+
+
+class _TensorImages(torch.utils.data.Dataset):
+    """uint8 images through a torchvision transform; item keys are ``(index, rng_seed)``.
+
+    The transform's random draws are seeded per item (in a forked CPU RNG, so the caller's global
+    RNG is untouched): the augmentation is the same whatever the number of workers.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, transform, random: bool):
+        self.x, self.y, self.transform, self.random = x, y, transform, random
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        i, rng_seed = key
+        if not self.random:
+            return self.transform(self.x[i]), self.y[i]
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(rng_seed)
+            return self.transform(self.x[i]), self.y[i]
+
+
+class _EpochSampler(torch.utils.data.Sampler):
+    """Yields ``(index, rng_seed)`` in :func:`epoch_order` (train) or sequential (test) order."""
+
+    def __init__(self, n: int, seed: int, shuffle: bool):
+        self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        order = epoch_order(self.n, self.seed, self.epoch).tolist() if self.shuffle else range(self.n)
+        base = _mix(self.seed, self.epoch, _AUGMENT)
+        for i in order:
+            yield i, (base + i * 0x9E3779B97F4A7C15) % (1 << 63)
+
+
+class TorchvisionLoader:
+    """The classic path: ``torch.utils.data.DataLoader`` with torchvision.transforms.v2 per image.
+
+    Train: ``RandomCrop(32, padding=4)`` (zero fill), ``RandomHorizontalFlip()``,
+    ``ToDtype(float32, scale=True)``, ``Normalize(mean, std)``; test: the last two. Batches are
+    moved to ``device`` as they are yielded (from pinned memory when it is CUDA), so this yields
+    what :class:`GPULoader` yields and a trainer treats both alike. Same order as GPULoader for a
+    given ``(seed, epoch)``; the augmentation draws differ but have the same distribution.
+    ``num_workers`` (None: ``min(8, usable CPUs)``) worker processes persist across epochs.
+    ``drop_last``, ``set_epoch`` and epoch advance: as :class:`GPULoader`.
+    """
+
+    def __init__(self, x_uint8: torch.Tensor, y: torch.Tensor, batch_size: int, device: torch.device | str,
+                 train: bool, mean: Sequence[float], std: Sequence[float], seed: int = 0,
+                 drop_last: bool | None = None, augment: bool | None = None, num_workers: int | None = None):
+        from torchvision.transforms import v2
+
+        _check_images(x_uint8, y, where="TorchvisionLoader")
+        self.batch_size = _check_batch_size("batch_size", batch_size)
+        self.device = _as_device(device)
+        self.train = bool(train)
+        self.augment = self.train if augment is None else bool(augment)
+        self.seed = _check_seed(seed)
+        self.n = len(y)
+        if num_workers is None:
+            num_workers = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+        if not isinstance(num_workers, (int, np.integer)) or isinstance(num_workers, bool) or num_workers < 0:
+            raise ValueError(f"num_workers={num_workers!r} is not accepted; accepted: an int >= 0 or None")
+        self.num_workers = int(num_workers)
+        self.drop_last = _resolve_drop_last(self.n, self.batch_size, self.train, drop_last)
+        steps = [v2.RandomCrop(x_uint8.shape[-1], padding=PAD_PX), v2.RandomHorizontalFlip()] if self.augment else []
+        transform = v2.Compose(steps + [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))])
+        self.sampler = _EpochSampler(self.n, self.seed, shuffle=self.train)
+        self.pin = self.device.type == "cuda"
+        self.loader = torch.utils.data.DataLoader(
+            _TensorImages(x_uint8, y, transform, random=self.augment), batch_size=self.batch_size,
+            sampler=self.sampler, num_workers=self.num_workers, pin_memory=self.pin, drop_last=self.drop_last,
+            persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.seed),  # leaves the global RNG alone
+        )
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self) * self.batch_size if self.drop_last else self.n
+
+    def set_epoch(self, epoch: int) -> None:
+        if not isinstance(epoch, (int, np.integer)) or isinstance(epoch, bool) or epoch < 0:
+            raise ValueError(f"epoch={epoch!r} is not accepted; accepted: an int >= 0")
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        # DataLoader reads the sampler lazily, at its first batch: hand it this epoch, then advance.
+        self.sampler.epoch, self.epoch = self.epoch, self.epoch + 1
+        for x, y in self.loader:
+            yield x.to(self.device, non_blocking=self.pin), y.to(self.device, non_blocking=self.pin)
+
+
+def make_loaders(ds: Dataset, kind: str, batch_size: int, device: torch.device | str, seed: int = 0,
+                 num_workers: int | None = None, test_batch_size: int | None = None):
+    """``(train_loader, test_loader)`` of ``kind`` (one of :data:`LOADER_KINDS`) over ``ds``.
+
+    The train loader shuffles and augments; the test loader does neither and keeps every image.
+    ``test_batch_size`` defaults to ``batch_size``; ``num_workers`` applies to ``dataloader`` only.
+    Raises ValueError for an unknown kind or a batch size that is not an int >= 1.
+    """
+    if kind not in LOADER_KINDS:
+        raise ValueError(f"unknown loader kind {kind!r}; accepted: {', '.join(LOADER_KINDS)}")
+    batch_size = _check_batch_size("batch_size", batch_size)
+    test_batch_size = batch_size if test_batch_size is None else _check_batch_size("test_batch_size", test_batch_size)
+    if kind == "gpu":
+        make = GPULoader
+        extra = {}
+    else:
+        make = TorchvisionLoader
+        extra = {"num_workers": num_workers}
+    train = make(ds.train_x, ds.train_y, batch_size, device, True, ds.mean, ds.std, seed=seed, **extra)
+    test = make(ds.test_x, ds.test_y, test_batch_size, device, False, ds.mean, ds.std, seed=seed, **extra)
+    return train, test
+
+
+# --------------------------------------------------------------------------------------------
+# Command line: python -m greenlib.data download cifar100
+# --------------------------------------------------------------------------------------------
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m greenlib.data", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    dl = sub.add_parser("download", help="fetch CIFAR-100 (needs internet) or generate the synthetic set")
+    dl.add_argument("dataset", choices=DATASETS)
+    dl.add_argument("--root", default=None, help="folder (default: data/cifar100/ or the cache folder)")
+    dl.add_argument("--seed", type=int, default=0, help="synthetic only: generator seed")
+    args = parser.parse_args(argv)
+    try:
+        ds = load_dataset(args.dataset, seed=args.seed, download=True, root=args.root)
+    except DatasetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"{ds.description}: {len(ds.train_y):,} train / {len(ds.test_y):,} test images, "
+          f"{ds.num_classes} classes, mean {ds.mean}, std {ds.std}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

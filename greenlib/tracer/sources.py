@@ -1,0 +1,171 @@
+"""Choosing and opening a source: the registry, ``auto``, and :func:`available_sources`.
+
+``auto`` takes the best source that works here: ``counter`` (NVML with an energy counter on every
+traced GPU), else ``nvml``, else ``smi`` (if ``nvidia-smi -q -x`` runs), else ``cpu``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+from . import gpus as _gpus
+from .base import Source, SourceError
+from .cpu import RAPL_ROOT, CpuSource
+from .nvml import DeviceError, NvmlDevices, NvmlSource
+from .smi import SMI_COMMAND, Runner, SmiSource, SubprocessRunner, run_smi
+
+SOURCES: tuple[str, ...] = ("auto", "counter", "nvml", "smi", "cpu")
+
+
+def _open_nvml(devices: NvmlDevices, gpus: list[int] | None, env: dict) -> tuple[list[int], list[int]]:
+    """Initialise NVML and map ``gpus`` to physical indices. Raises DeviceError / ValueError."""
+    devices.init()
+    try:
+        n = devices.count()
+        uuids = [devices.uuid(i) for i in range(n)]
+        env_value = env.get("CUDA_VISIBLE_DEVICES")
+        visible = _gpus.visible_physical(env_value, uuids, devices.mig_parent_index)
+        labels, physical = _gpus.select(gpus, visible, env_value)
+        if gpus is None and not labels:
+            raise DeviceError(f"no GPU visible (NVML sees {n}; CUDA_VISIBLE_DEVICES={env_value!r})")
+        _gpus.warn_if_order_ambiguous([devices.name(p) for p in visible], env.get("CUDA_DEVICE_ORDER"), env_value)
+    except BaseException:
+        devices.shutdown()
+        raise
+    return labels, physical
+
+
+def _counter_problem(devices: NvmlDevices, physical: list[int]) -> str | None:
+    for p in physical:
+        try:
+            devices.total_energy_j(p)
+        except DeviceError as e:
+            return f"physical GPU {p} has no energy counter ({e})"
+    return None
+
+
+def _open_smi(runner: Runner, timeout_s: float, gpus: list[int] | None, env: dict, required: bool,
+              warn_once: Callable[[str], None]) -> SmiSource | None:
+    """Probe nvidia-smi and map ``gpus``. When it fails: None, or (``required``) a source whose
+    samples will all be missing, after one warning."""
+    try:
+        probe = run_smi(runner, timeout_s)
+        if not probe:
+            raise SourceError("nvidia-smi lists no GPU")
+    except SourceError as e:
+        if not required:
+            return None
+        labels = gpus if gpus is not None else [0]
+        warn_once(f"source 'smi': {e}; GPU(s) {labels} cannot be checked and every sample will be "
+                  "recorded as missing")
+        return SmiSource(labels, labels, runner, timeout_s, power_is_average=False, probe=None)
+    env_value = env.get("CUDA_VISIBLE_DEVICES")
+    visible = _gpus.visible_physical(env_value, [g["uuid"] or "" for g in probe])
+    labels, physical = _gpus.select(gpus, visible, env_value)
+    if not labels:
+        if required:
+            raise ValueError(f"source 'smi': no GPU visible (nvidia-smi lists {len(probe)}; "
+                             f"CUDA_VISIBLE_DEVICES={env_value!r})")
+        return None
+    _gpus.warn_if_order_ambiguous([probe[p]["name"] or "" for p in visible], env.get("CUDA_DEVICE_ORDER"), env_value)
+    is_average = probe[physical[0]]["power_w_field"] == "average"
+    return SmiSource(labels, physical, runner, timeout_s, power_is_average=is_average, probe=probe)
+
+
+def open_source(source: str | Source, gpus: Sequence[int] | None, *, power_field: str = "average",
+                smi_timeout_s: float = 2.0, nvml: NvmlDevices | None = None, smi_runner: Runner | None = None,
+                rapl_root: str | Path = RAPL_ROOT, env: dict | None = None,
+                warn_once: Callable[[str], None] = lambda msg: None) -> Source:
+    """Open ``source`` on ``gpus`` (CUDA ordinals; None = every visible GPU, or the CPU when none).
+
+    Raises ValueError, before anything runs, for an unknown source, a GPU that is not present, or
+    a named source that cannot work here (``nvml``/``counter`` without NVML, ``counter`` without
+    an energy counter, ``cpu`` with ``gpus``). A named ``smi`` whose probe fails still opens: its
+    samples are recorded as missing after one warning (the traced work must run regardless).
+    """
+    gpus = _gpus.check_gpus_arg(gpus)
+    if isinstance(source, Source):
+        if gpus is not None and list(gpus) != list(source.labels):
+            raise ValueError(f"gpus={gpus} but the given source traces {source.labels}; pass gpus=None")
+        return source
+    if source not in SOURCES:
+        raise ValueError(f"unknown source {source!r}; accepted: {', '.join(SOURCES)}")
+    env = dict(os.environ) if env is None else env
+    reasons: dict[str, str] = {}
+
+    if source in ("auto", "counter", "nvml"):
+        devices = nvml if nvml is not None else NvmlDevices()
+        try:
+            labels, physical = _open_nvml(devices, gpus, env)
+        except DeviceError as e:
+            if source != "auto":
+                raise ValueError(f"source {source!r} is unavailable: {e}; accepted here: "
+                                 f"{_accepted(nvml, smi_runner, smi_timeout_s, rapl_root)}") from None
+            reasons["nvml"] = str(e)
+        else:
+            problem = _counter_problem(devices, physical) if source != "nvml" else "not asked for"
+            if source == "counter" and problem:
+                devices.shutdown()
+                raise ValueError(f"source 'counter' is unavailable: {problem}; accepted here: nvml, smi, cpu")
+            try:
+                return NvmlSource(devices, labels, physical, power_field=power_field, use_counter=problem is None)
+            except BaseException:
+                devices.shutdown()
+                raise
+
+    if source in ("auto", "smi"):
+        runner = smi_runner if smi_runner is not None else SubprocessRunner()
+        src = _open_smi(runner, smi_timeout_s, gpus, env, required=source == "smi", warn_once=warn_once)
+        if src is not None:
+            return src
+        reasons["smi"] = "nvidia-smi did not answer or lists no visible GPU"
+
+    # cpu: what remains
+    if gpus is not None:
+        why = "; ".join(f"{k}: {v}" for k, v in reasons.items())
+        accepted = "none; pass gpus=None to trace the CPU"
+        raise ValueError(f"GPU {gpus[0]} is not present: no GPU source works here"
+                         + (f" ({why})" if why else " (source 'cpu' traces the CPU)")
+                         + f"; accepted GPUs: {accepted}")
+    return CpuSource(rapl_root)
+
+
+def _accepted(nvml, smi_runner, smi_timeout_s, rapl_root) -> str:
+    ok = [k for k, v in available_sources(nvml=nvml, smi_runner=smi_runner, smi_timeout_s=smi_timeout_s,
+                                          rapl_root=rapl_root).items() if v == "ok"]
+    return ", ".join(ok) or "none"
+
+
+def available_sources(*, nvml: NvmlDevices | None = None, smi_runner: Runner | None = None,
+                      smi_timeout_s: float = 2.0, rapl_root: str | Path = RAPL_ROOT) -> dict[str, str]:
+    """``{source: "ok" or the reason it is unavailable}`` for counter, nvml, smi and cpu.
+
+    Looks at every GPU of the machine (``CUDA_VISIBLE_DEVICES`` is not applied).
+    """
+    out: dict[str, str] = {}
+    devices = nvml if nvml is not None else NvmlDevices()
+    try:
+        devices.init()
+    except DeviceError as e:
+        out["counter"] = out["nvml"] = str(e)
+    else:
+        try:
+            n = devices.count()
+            if n == 0:
+                out["counter"] = out["nvml"] = "NVML sees no GPU"
+            else:
+                out["nvml"] = "ok"
+                out["counter"] = _counter_problem(devices, list(range(n))) or "ok"
+        except DeviceError as e:
+            out["counter"] = out["nvml"] = str(e)
+        finally:
+            devices.shutdown()
+    runner = smi_runner if smi_runner is not None else SubprocessRunner()
+    try:
+        out["smi"] = "ok" if run_smi(runner, smi_timeout_s, SMI_COMMAND) else "nvidia-smi lists no GPU"
+    except SourceError as e:
+        out["smi"] = str(e)
+    out["cpu"] = "ok"
+    return out
+
