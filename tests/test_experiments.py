@@ -1,0 +1,60 @@
+"""A baseline run end to end on tiny data: a complete run folder, then a cache hit."""
+import json
+
+import pytest
+
+from greenlib import config, experiments, report
+from greenlib.results import ResultsStore
+
+
+@pytest.fixture(scope="module")
+def ctx():
+    cfg = config.resolve("baselines", profile="smoke", models=["resnet8"], train_size=64, test_size=64,
+                         batch_size=32, iec_batch_size=16, iec_min_seconds=0.05)
+    return experiments.prepare(cfg)
+
+
+def test_two_epoch_run_writes_a_complete_run_folder(ctx):
+    res = experiments.run_baseline(ctx, "resnet8", seed=0, progress=False)
+    folder = ctx.store.root / res["run_id"]
+    for name in ("config.json", "environment.json", "metrics.json", "result.json", "model.pt",
+                 "stages/base_training.json", "stages/inference.json", "traces/base_training.csv.gz"):
+        assert (folder / name).exists(), name
+    assert not (folder / "checkpoint.pt").exists()  # removed once the run is complete
+    m = res["metrics"]
+    assert 0 <= m["acc"] <= 1 and m["tec_wh"] > 0 and m["iec_wh"] > 0
+    assert m["energy_measured_by"] in ("cpu-estimate", "cpu-rapl") and m["params"] == 83892
+    assert [e["epoch"] for e in res["stages"]["base_training"]["epochs"]] == [0, 1]
+    env = json.loads((folder / "environment.json").read_text())
+    assert env["dataset"] == "synthetic" and "NOT CIFAR-100" in env["dataset_description"]
+    assert env["torch"] and "git_commit" in env and res["config"]["hardware"] == "cpu"
+
+
+def test_finished_config_is_a_cache_hit_and_not_retrained(ctx, monkeypatch):
+    first = experiments.run_baseline(ctx, "resnet8", seed=0, progress=False)
+
+    def boom(*a, **k):
+        raise AssertionError("a cached run was retrained")
+
+    monkeypatch.setattr(experiments, "train_and_measure", boom)
+    assert experiments.run_baseline(ctx, "resnet8", seed=0, progress=False) == first
+
+
+def test_stored_baselines_select_the_notebook_parameters_on_any_hardware(ctx):
+    experiments.run_baseline(ctx, "resnet8", seed=0, progress=False)
+    runs = experiments.stored_baselines(ctx.cfg)
+    assert list(runs["model"]) == ["resnet8"]
+    other = config.resolve("baselines", profile="smoke", models=["resnet8"], train_size=64, test_size=64,
+                           batch_size=32, iec_batch_size=16, iec_min_seconds=0.05, epochs=3)
+    assert experiments.stored_baselines(other).empty  # other epochs: another run
+    table = report.greeness_table(runs)
+    assert table.loc[0, "G(500M)"] > 0 and "label" in table
+
+
+def test_cuda_device_without_a_gpu_is_a_clear_error():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    with pytest.raises(ValueError, match="device='cuda' but no CUDA GPU is visible"):
+        experiments.resolve_device("cuda")
