@@ -18,15 +18,16 @@ export PYTHONUNBUFFERED := 1
 # The venv is (re)built when pyproject.toml changes.
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
-	$(PY) -m ipykernel install --sys-prefix --name greenlib --display-name "Python (greenlib)" >/dev/null
+	@echo "installing the environment into $(VENV) (first run: a few minutes)"
+	@$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	@$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@$(PY) -m ipykernel install --sys-prefix --name greenlib --display-name "Python (greenlib)" >/dev/null
 	@touch $(STAMP)
 
 venv: $(STAMP)
 
 reproduce: $(STAMP)
-	$(PY) -m greenlib.pipeline run $(if $(PROFILE),--profile $(PROFILE))
+	@$(PY) -m greenlib.pipeline run $(if $(PROFILE),--profile $(PROFILE))
 
 test: $(STAMP)
 	$(PY) -m pytest
@@ -36,7 +37,7 @@ lab: $(STAMP)
 
 # Redraw tables and figures from the results store only (no training), on the CPU.
 figures: $(STAMP)
-	$(PY) -m greenlib.pipeline run --redraw $(if $(PROFILE),--profile $(PROFILE),--profile quick)
+	@$(PY) -m greenlib.pipeline run --redraw $(if $(PROFILE),--profile $(PROFILE),--profile quick)
 
 # Generated files only: never data/results or data/paper.
 clean:

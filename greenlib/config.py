@@ -69,7 +69,7 @@ _COMMON: dict[str, Param] = {
 }
 
 SECTIONS: dict[str, dict[str, Param]] = {
-    "environment": {},
+    "environment": {"redraw_only": _COMMON["redraw_only"]},
     "paper_tables": {
         "taus": Param(list, "accuracy tolerances tau for Figure 6 / Table 5"),
         "mui_min": Param(float, "smallest MUI drawn", min=0.0, min_exclusive=True),
@@ -107,17 +107,20 @@ _COMMON_VALUES: dict[str, dict[str, Any]] = {
 
 PROFILE_VALUES: dict[str, dict[str, dict[str, Any]]] = {
     "smoke": {
+        "environment": {"redraw_only": False},
         "paper_tables": {"taus": [2, 5, 10], "mui_min": 1e6, "mui_max": 1e11},
         "baselines": {"models": ["vgg16", "resnet18"], "epochs": 2, "lr": 0.05,
                       "schedule": "cosine", "graph_capture": False, "amp": False},
     },
     "quick": {
+        "environment": {"redraw_only": False},
         "paper_tables": {"taus": [2, 5, 10], "mui_min": 1e6, "mui_max": 1e11},
         "baselines": {"models": ["vgg16", "vgg19", "resnet18"], "epochs": 10, "lr": 0.05,
                       "schedule": "cosine", "graph_capture": False, "amp": False},
     },
     "paper": {
         # NNI's CIFAR baselines: 160 epochs, SGD lr 0.1, step decay (x0.1 at 50% and 75%).
+        "environment": {"redraw_only": False},
         "paper_tables": {"taus": [2, 5, 10], "mui_min": 1e6, "mui_max": 1e11},
         "baselines": {"models": ["vgg16", "vgg19", "resnet18"], "epochs": 160, "lr": 0.1,
                       "schedule": "step", "graph_capture": False, "amp": False},

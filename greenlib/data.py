@@ -417,7 +417,36 @@ def _as_device(device: torch.device | str) -> torch.device:
     return torch.device(device)
 
 
-class GPULoader:
+class _EpochLoader:
+    """What both loader kinds share: argument checks, the epoch counter, samples per epoch.
+
+    Subclasses call :meth:`_setup` first and define ``__len__``.
+    """
+
+    def _setup(self, x_uint8, y, batch_size, device, train, seed, drop_last, augment) -> None:
+        _check_images(x_uint8, y, where=type(self).__name__)
+        self.batch_size = _check_batch_size("batch_size", batch_size)
+        self.device = _as_device(device)
+        self.train = bool(train)
+        self.augment = self.train if augment is None else bool(augment)
+        self.seed = _check_seed(seed)
+        self.n = len(y)
+        self.drop_last = _resolve_drop_last(self.n, self.batch_size, self.train, drop_last)
+        self.epoch = 0
+
+    @property
+    def num_samples(self) -> int:
+        """Images yielded per epoch."""
+        return len(self) * self.batch_size if self.drop_last else self.n
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch the next iteration uses (shuffle and augmentation draws follow from it)."""
+        if not isinstance(epoch, (int, np.integer)) or isinstance(epoch, bool) or epoch < 0:
+            raise ValueError(f"epoch={epoch!r} is not accepted; accepted: an int >= 0")
+        self.epoch = int(epoch)
+
+
+class GPULoader(_EpochLoader):
     """Batches of a dataset that lives on ``device``, augmented there (cifar10-airbench style).
 
     ``x_uint8`` (N, 3, H, W) uint8 and ``y`` (N,) int64 are copied to ``device`` once. Each
@@ -438,37 +467,18 @@ class GPULoader:
     def __init__(self, x_uint8: torch.Tensor, y: torch.Tensor, batch_size: int, device: torch.device | str,
                  train: bool, mean: Sequence[float], std: Sequence[float], seed: int = 0,
                  drop_last: bool | None = None, augment: bool | None = None):
-        _check_images(x_uint8, y, where="GPULoader")
-        self.batch_size = _check_batch_size("batch_size", batch_size)
-        self.device = _as_device(device)
-        self.train = bool(train)
-        self.augment = self.train if augment is None else bool(augment)
-        self.seed = _check_seed(seed)
-        self.n = len(y)
+        self._setup(x_uint8, y, batch_size, device, train, seed, drop_last, augment)
         self.image_px = tuple(x_uint8.shape[2:])
-        self.drop_last = _resolve_drop_last(self.n, self.batch_size, self.train, drop_last)
         x = x_uint8.to(self.device)
         # Pad once for the whole dataset; a crop is then a gather from the padded copy.
         self.x = F.pad(x, (PAD_PX,) * 4) if self.augment else x
         self.y = y.to(self.device)
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
-        self.epoch = 0
 
     def __len__(self) -> int:
         """Batches per epoch."""
         return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
-
-    @property
-    def num_samples(self) -> int:
-        """Images yielded per epoch."""
-        return len(self) * self.batch_size if self.drop_last else self.n
-
-    def set_epoch(self, epoch: int) -> None:
-        """The epoch the next iteration uses (shuffle and augmentation draws follow from it)."""
-        if not isinstance(epoch, (int, np.integer)) or isinstance(epoch, bool) or epoch < 0:
-            raise ValueError(f"epoch={epoch!r} is not accepted; accepted: an int >= 0")
-        self.epoch = int(epoch)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch, self.epoch = self.epoch, self.epoch + 1
@@ -535,7 +545,7 @@ class _EpochSampler(torch.utils.data.Sampler):
             yield i, (base + i * 0x9E3779B97F4A7C15) % (1 << 63)
 
 
-class TorchvisionLoader:
+class TorchvisionLoader(_EpochLoader):
     """The classic path: ``torch.utils.data.DataLoader`` with torchvision.transforms.v2 per image.
 
     Train: ``RandomCrop(32, padding=4)`` (zero fill), ``RandomHorizontalFlip()``,
@@ -552,19 +562,12 @@ class TorchvisionLoader:
                  drop_last: bool | None = None, augment: bool | None = None, num_workers: int | None = None):
         from torchvision.transforms import v2
 
-        _check_images(x_uint8, y, where="TorchvisionLoader")
-        self.batch_size = _check_batch_size("batch_size", batch_size)
-        self.device = _as_device(device)
-        self.train = bool(train)
-        self.augment = self.train if augment is None else bool(augment)
-        self.seed = _check_seed(seed)
-        self.n = len(y)
+        self._setup(x_uint8, y, batch_size, device, train, seed, drop_last, augment)
         if num_workers is None:
             num_workers = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
         if not isinstance(num_workers, (int, np.integer)) or isinstance(num_workers, bool) or num_workers < 0:
             raise ValueError(f"num_workers={num_workers!r} is not accepted; accepted: an int >= 0 or None")
         self.num_workers = int(num_workers)
-        self.drop_last = _resolve_drop_last(self.n, self.batch_size, self.train, drop_last)
         steps = [v2.RandomCrop(x_uint8.shape[-1], padding=PAD_PX), v2.RandomHorizontalFlip()] if self.augment else []
         transform = v2.Compose(steps + [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))])
         self.sampler = _EpochSampler(self.n, self.seed, shuffle=self.train)
@@ -575,19 +578,9 @@ class TorchvisionLoader:
             persistent_workers=self.num_workers > 0,
             generator=torch.Generator().manual_seed(self.seed),  # leaves the global RNG alone
         )
-        self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.loader)
-
-    @property
-    def num_samples(self) -> int:
-        return len(self) * self.batch_size if self.drop_last else self.n
-
-    def set_epoch(self, epoch: int) -> None:
-        if not isinstance(epoch, (int, np.integer)) or isinstance(epoch, bool) or epoch < 0:
-            raise ValueError(f"epoch={epoch!r} is not accepted; accepted: an int >= 0")
-        self.epoch = int(epoch)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         # DataLoader reads the sampler lazily, at its first batch: hand it this epoch, then advance.

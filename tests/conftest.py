@@ -1,5 +1,5 @@
-"""Shared fixtures. Tests never write into the repo's data/ or figures/: GREENLIB_DATA and
-GREENLIB_FIGURES point into a temporary folder for the whole session."""
+"""Shared fixtures. Tests never write into the repo's data/ or figures/ (GREENLIB_DATA and
+GREENLIB_FIGURES point into a temporary folder for the whole session), nor under $HOME."""
 import os
 from pathlib import Path
 
@@ -11,10 +11,12 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_outputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("greenlib")
-    old = {k: os.environ.get(k) for k in ("GREENLIB_DATA", "GREENLIB_FIGURES", "MPLCONFIGDIR")}
+    tools = {"MPLCONFIGDIR": "mpl", "IPYTHONDIR": "ipython", "JUPYTER_RUNTIME_DIR": "jupyter-runtime"}
+    old = {k: os.environ.get(k) for k in ("GREENLIB_DATA", "GREENLIB_FIGURES", *tools)}
     os.environ["GREENLIB_DATA"] = str(root / "data")
     os.environ["GREENLIB_FIGURES"] = str(root / "figures")
-    os.environ.setdefault("MPLCONFIGDIR", str(root / "mpl"))
+    for var, sub in tools.items():  # nothing under $HOME, also when pytest runs outside make
+        os.environ.setdefault(var, str(root / sub))
     yield root
     for k, v in old.items():
         if v is None:
