@@ -68,6 +68,9 @@ _COMMON: dict[str, Param] = {
     "redraw_only": Param(bool, "compute nothing: only redraw tables and figures from the results store"),
 }
 
+COMMON_PARAMS: tuple[str, ...] = tuple(_COMMON)
+"""Parameters every training notebook shares (data, device, measurement, seeds, caching)."""
+
 SECTIONS: dict[str, dict[str, Param]] = {
     "environment": {"redraw_only": _COMMON["redraw_only"]},
     "paper_tables": {
@@ -83,6 +86,27 @@ SECTIONS: dict[str, dict[str, Param]] = {
         "schedule": Param(str, "learning-rate schedule", choices=("step", "cosine")),
         "graph_capture": Param(bool, "capture the training step in a CUDA graph (GPU only)"),
         "amp": Param(bool, "mixed precision (bf16 autocast) training; the paper used fp32"),
+    },
+    "quantization": {
+        **_COMMON,
+        "models": Param(list, "trained base models to quantize (from the baselines' runs)", choices=ZOO_NAMES),
+        "base_epochs": Param(int, "base-training epochs of the models quantized", min=1),
+        "precisions": Param(list, "precisions to deploy", choices=("fp32", "fp16", "bf16", "int8")),
+        "backend": Param(str, "auto: TensorRT where importable, else PyTorch", choices=("auto", "tensorrt", "pytorch")),
+        "calib_images": Param(int, "training images used to calibrate INT8", min=1, max=50_000),
+    },
+    "distillation": {
+        **_COMMON,
+        "pairs": Param(list, "teacher:student pairs, e.g. 'resnet56:resnet20'"),
+        "methods": Param(list, "distillers (RepDistiller's names)",
+                         choices=("KD", "FitNet", "AT", "SP", "CC", "VID", "RKD", "PKT", "AB", "FT", "FSP", "NST",
+                                  "CRD")),
+        "teacher_epochs": Param(int, "teacher training epochs (a baseline run, shared)", min=1),
+        "student_epochs": Param(int, "distillation epochs", min=1),
+        "lr": Param(float, "student learning rate (0.01 is used for MobileNetV2/ShuffleNets)", min=0.0,
+                    min_exclusive=True),
+        "acc_source": Param(str, "accuracy in tables and G: our measurement or the CRD paper's",
+                            choices=("measured", "cited")),
     },
 }
 
@@ -111,12 +135,23 @@ PROFILE_VALUES: dict[str, dict[str, dict[str, Any]]] = {
         "paper_tables": {"taus": [2, 5, 10], "mui_min": 1e6, "mui_max": 1e11},
         "baselines": {"models": ["vgg16", "resnet18"], "epochs": 2, "lr": 0.05,
                       "schedule": "cosine", "graph_capture": False, "amp": False},
+        "quantization": {"models": ["vgg16"], "base_epochs": 2, "precisions": ["fp32", "fp16", "bf16", "int8"],
+                         "backend": "auto", "calib_images": 64},
+        "distillation": {"pairs": ["resnet20:resnet8"], "methods": ["KD", "CRD"], "teacher_epochs": 1,
+                         "student_epochs": 1, "lr": 0.05, "acc_source": "measured"},
     },
     "quick": {
         "environment": {"redraw_only": False},
         "paper_tables": {"taus": [2, 5, 10], "mui_min": 1e6, "mui_max": 1e11},
         "baselines": {"models": ["vgg16", "vgg19", "resnet18"], "epochs": 10, "lr": 0.05,
                       "schedule": "cosine", "graph_capture": False, "amp": False},
+        "quantization": {"models": ["vgg16", "resnet18", "resnet56"], "base_epochs": 10,
+                         "precisions": ["fp32", "fp16", "bf16", "int8"], "backend": "auto", "calib_images": 1024},
+        "distillation": {"pairs": ["vgg13:vgg8", "resnet56:resnet20", "wrn-40-2:wrn-16-2"],
+                         "methods": ["KD", "FitNet", "AT", "SP", "CC", "VID", "RKD", "PKT", "AB", "FT", "FSP", "NST",
+                                     "CRD"],
+                         "teacher_epochs": 5, "student_epochs": 2, "lr": 0.05, "acc_source": "measured",
+                         "train_size": 10_000, "iec_min_seconds": 2.0},
     },
     "paper": {
         # NNI's CIFAR baselines: 160 epochs, SGD lr 0.1, step decay (x0.1 at 50% and 75%).
@@ -124,6 +159,14 @@ PROFILE_VALUES: dict[str, dict[str, dict[str, Any]]] = {
         "paper_tables": {"taus": [2, 5, 10], "mui_min": 1e6, "mui_max": 1e11},
         "baselines": {"models": ["vgg16", "vgg19", "resnet18"], "epochs": 160, "lr": 0.1,
                       "schedule": "step", "graph_capture": False, "amp": False},
+        # RepDistiller: 240 epochs, lr 0.05 divided by 10 at 150/180/210, batch 64 (see greenlib/distill)
+        "quantization": {"models": ["vgg16", "vgg19", "resnet18", "resnet56"], "base_epochs": 160,
+                         "precisions": ["fp32", "fp16", "bf16", "int8"], "backend": "auto", "calib_images": 1024},
+        "distillation": {"pairs": ["vgg13:vgg8", "resnet56:resnet20", "resnet110:resnet32", "wrn-40-2:wrn-16-2",
+                                   "resnet32x4:resnet8x4"],
+                         "methods": ["KD", "FitNet", "AT", "SP", "CC", "VID", "RKD", "PKT", "AB", "FT", "FSP", "NST",
+                                     "CRD"],
+                         "teacher_epochs": 240, "student_epochs": 240, "lr": 0.05, "acc_source": "measured"},
     },
 }
 

@@ -149,3 +149,35 @@ def run_baseline(ctx: Context, model_name: str, seed: int, progress: bool = True
     metrics = train_and_measure(ctx, run, model, seed, train_cfg, progress=progress)
     return run.finish(metrics | {"params": info["params"], "flops_per_image": info["flops_per_image"],
                                  "dataset_description": ctx.dataset.description})
+
+
+def base_model(ctx: Context, model_name: str, seed: int, epochs: int | None = None,
+               progress: bool = True) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The trained base model a compression method starts from, and its stored baseline result.
+
+    The base is the baseline run (notebook 01's) with ``ctx``'s data, measurement and profile and
+    ``epochs`` (None: the profile's baseline epochs), so every method family shares one base run
+    per (model, seed) and its TEC counts that run's ``base_training`` energy. Its weights come from
+    the run folder; a stored run whose weights are gone (weights are not committed) is retrained,
+    and its stored result replaced by the new measurement, with a warning.
+    """
+    import warnings
+
+    from . import config as _config
+
+    # only the data and measurement parameters every section shares: a family's own lr or epochs
+    # are not the base model's
+    shared = {k: ctx.cfg[k] for k in _config.COMMON_PARAMS if k in ctx.cfg and k not in ("seeds", "force")}
+    bcfg = _config.resolve("baselines", profile=ctx.cfg.profile, **shared, models=[model_name], seeds=[seed],
+                           epochs=epochs)
+    bctx = Context(bcfg, ctx.device, ctx.dataset, ctx.store, ctx.environment)
+    res = run_baseline(bctx, model_name, seed, progress=progress)
+    weights = ctx.store.root / res["run_id"] / "model.pt"
+    if not weights.exists():
+        warnings.warn(f"base model {res['run_id']} has no stored weights; retraining it (its stored result is "
+                      "replaced by the new measurement)", stacklevel=2)
+        res = run_baseline(Context(_config.resolve("baselines", **(bcfg.to_dict() | {"force": True})),
+                                   ctx.device, ctx.dataset, ctx.store, ctx.environment), model_name, seed, progress)
+    model = build_model(model_name, num_classes=ctx.dataset.num_classes)
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    return model.to(ctx.device).eval(), res

@@ -58,3 +58,13 @@ def test_cuda_device_without_a_gpu_is_a_clear_error():
         pytest.skip("a GPU is visible")
     with pytest.raises(ValueError, match="device='cuda' but no CUDA GPU is visible"):
         experiments.resolve_device("cuda")
+
+
+def test_base_model_reuses_the_baseline_run_and_retrains_when_weights_are_gone(ctx):
+    first = experiments.run_baseline(ctx, "resnet8", seed=0, progress=False)
+    model, res = experiments.base_model(ctx, "resnet8", seed=0, epochs=ctx.cfg.epochs, progress=False)
+    assert res == first and not model.training
+    (ctx.store.root / res["run_id"] / "model.pt").unlink()
+    with pytest.warns(UserWarning, match="no stored weights; retraining"):
+        model2, res2 = experiments.base_model(ctx, "resnet8", seed=0, epochs=ctx.cfg.epochs, progress=False)
+    assert res2["run_id"] == res["run_id"] and (ctx.store.root / res["run_id"] / "model.pt").exists()
