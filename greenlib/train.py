@@ -208,7 +208,7 @@ class Trainer:
         ``tracer`` must be started. The summary sums the epochs' energy and time (including
         epochs finished before a resume) and lists the epochs under ``epochs``.
         """
-        from tqdm.auto import tqdm
+        from tqdm import tqdm  # plain text: readable in executed notebooks without ipywidgets
 
         self._load()
         self.model.to(self.device).train()
@@ -216,7 +216,7 @@ class Trainer:
         step = self._graphed_step if self.cfg.graph_capture else self._eager_step
         start = len(self.history)
         bar = tqdm(range(start, self.cfg.epochs), desc=stage, initial=start, total=self.cfg.epochs,
-                   disable=not progress, unit="epoch")
+                   disable=not progress, unit="epoch", mininterval=10.0)
         for epoch in bar:
             lr = lr_at(epoch, self.cfg.epochs, self.cfg.lr, self.cfg.schedule, self.cfg.milestones, self.cfg.gamma)
             self._set_lr(lr)
