@@ -139,3 +139,27 @@ def plot_winner_regions(table: pd.DataFrame, mui_min: float, mui_max: float, *, 
         ax.annotate(f"{edge:.3g}", (edge, 0.02), xycoords=("data", "axes fraction"), rotation=90,
                     ha="right", va="bottom", fontsize=7, color="0.25")
     return fig
+
+
+def plot_power_series(series: dict[str, pd.DataFrame], *, title: str, reference_w: float | None = None,
+                      column: str = "power_instant_w", ax=None) -> Figure:
+    """Power against time for several recordings of one window, each with its mean (Figure 5).
+
+    ``series`` maps a label (``smi-0.1s``) to a tracer's samples (``t_s`` and ``column``); the
+    nvidia-smi recordings are drawn when present, else every series. ``reference_w``: the
+    energy counter's mean power over the window, drawn dashed.
+    """
+    chosen = {k: v for k, v in series.items() if k.startswith("smi-")} or series
+    palette = method_palette(list(chosen))
+    fig, ax = _axes(ax, (8.0, 4.0))
+    for label, df in chosen.items():
+        d = df[df["valid"].astype(bool)] if "valid" in df else df
+        col = column if d[column].notna().any() else "power_w"
+        ax.plot(d["t_s"] - d["t_s"].min(), d[col], lw=1.0, color=palette[label], label=f"{label} ({col})")
+        ax.axhline(d[col].mean(), color=palette[label], lw=1.2, ls=":")
+    if reference_w is not None and np.isfinite(reference_w):
+        ax.axhline(reference_w, color="0.1", lw=1.4, ls="--", label="energy counter: mean power")
+    ax.set(xlabel="time since the tracer started (s)", ylabel="power (W)", title=title)
+    ax.legend(fontsize=8, frameon=False)
+    _style(ax)
+    return fig

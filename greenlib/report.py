@@ -19,7 +19,8 @@ from .results import ResultsStore
 def load_runs(profile: str, **equal: Any) -> pd.DataFrame:
     """Complete runs of ``profile`` as one row each, filtered by column equalities.
 
-    A list/tuple value means "any of these" (``kind="baseline", model=["vgg16", "resnet18"]``).
+    A list/tuple value means "any of these" (``kind="baseline", model=["vgg16", "resnet18"]``),
+    except for a column that holds lists (stored as tuples), which must equal it.
     """
     df = ResultsStore(results_dir(profile)).load_results()
     if df.empty:
@@ -27,7 +28,13 @@ def load_runs(profile: str, **equal: Any) -> pd.DataFrame:
     for col, want in equal.items():
         if col not in df:
             return df.iloc[0:0]
-        df = df[df[col].isin(want)] if isinstance(want, (list, tuple, set)) else df[df[col] == want]
+        values = df[col]
+        if values.map(lambda v: isinstance(v, tuple)).any():  # a list-valued config entry: equal lists
+            df = df[values.map(lambda v: v == tuple(want))]
+        elif isinstance(want, (list, tuple, set)):
+            df = df[values.isin(want)]
+        else:
+            df = df[values == want]
     return df.reset_index(drop=True)
 
 

@@ -141,6 +141,13 @@ class ResultsStore:
                 (folder / name).unlink(missing_ok=True)
         return run
 
+    def get(self, run_id: str) -> Run:
+        """The complete run ``run_id``; KeyError naming it when absent, incomplete or corrupt."""
+        for run in self.runs():
+            if run.id == run_id:
+                return run
+        raise KeyError(f"no complete run {run_id!r} in {self.root}")
+
     def runs(self) -> Iterator[Run]:
         """Complete, readable runs; corrupt folders are skipped with a CorruptRunWarning."""
         if not self.root.is_dir():

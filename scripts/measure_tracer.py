@@ -37,7 +37,6 @@ import math
 import platform
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -48,21 +47,12 @@ if str(REPO_ROOT) not in sys.path:  # runnable as `python scripts/measure_tracer
 import numpy as np  # noqa: E402
 
 from greenlib import io as gio  # noqa: E402
-from greenlib.tracer import (NvmlDevices, SubprocessRunner, Tracer, available_sources,  # noqa: E402
-                             trapezoid_energy_j)
+from greenlib.tracer import NvmlDevices, SubprocessRunner, Tracer, available_sources  # noqa: E402
+from greenlib.tracer.accuracy import (MAX_PHASES, NVML_INTERVALS_S, SMI_INTERVALS_S,  # noqa: E402
+                                      TABLE_COLUMNS, compare_to_counter, trace_all_sources)
 from greenlib.tracer.smi import SMI_COMMAND  # noqa: E402
 
-SMI_INTERVALS_S = (0.1, 0.5, 1.0)
-NVML_INTERVALS_S = (0.1, 0.5, 1.0)
-MAX_PHASES = 10
 BURST_ON_S, BURST_OFF_S = 0.05, 0.15
-TABLE_COLUMNS = (
-    "load", "source", "field", "interval_s", "how", "n_phases", "n_samples", "achieved_interval_s",
-    "energy_j", "rel_err_pct", "rel_err_pct_min", "rel_err_pct_max", "mean_abs_rel_err_pct",
-    "energy_corrected_j", "rel_err_corrected_pct", "rel_err_corrected_pct_min", "rel_err_corrected_pct_max",
-    "mean_abs_rel_err_corrected_pct", "counter_energy_j", "window_s",
-    "gpu_name", "driver", "torch", "date_utc",  # provenance on every row (the rest is in meta.json)
-)
 
 
 # -- loads ---------------------------------------------------------------------------------------
@@ -121,102 +111,6 @@ class Load:
         return {"matmuls": count, "on_s": on, "bursts": count // self.n_on}
 
 
-# -- analysis ------------------------------------------------------------------------------------
-
-def _subsample(t: np.ndarray, interval_s: float, phase_s: float) -> np.ndarray:
-    """Indices of the samples nearest to the grid t[0] + phase + k * interval."""
-    grid = np.arange(t[0] + phase_s, t[-1] + 1e-9, interval_s)
-    idx = np.clip(np.searchsorted(t, grid), 1, len(t) - 1)
-    left_closer = (grid - t[idx - 1]) < (t[idx] - grid)
-    return np.unique(np.where(left_closer, idx - 1, idx))
-
-
-def _energies(t, p, a, b, interval_s, lag_s):
-    hold = 2 * interval_s
-    raw, _ = trapezoid_energy_j(t, p, a, b, hold)
-    corr = trapezoid_energy_j(t - lag_s, p, a, b, hold + lag_s)[0] if lag_s > 0 else math.nan
-    return raw, corr
-
-
-def _err(e: float, ref: float) -> float:
-    return 100.0 * (e / ref - 1.0) if ref and math.isfinite(ref) and math.isfinite(e) else math.nan
-
-
-def _stats(errs: list[float]) -> tuple[float, float, float]:
-    errs = [e for e in errs if math.isfinite(e)]
-    if not errs:
-        return math.nan, math.nan, math.nan
-    return min(errs), max(errs), statistics.fmean(abs(e) for e in errs)
-
-
-def _row(load, source, field, interval_s, how, t, p, a, b, lag_s, ref, phases, window_s, subsample=True):
-    """One table row: energies over [a, b] for each grid phase (phase 0 reported, spread kept).
-
-    ``subsample``: pick the samples nearest a grid of ``interval_s`` (else use every sample).
-    """
-    raws, corrs, n_samples, gaps = [], [], [], []
-    for phase in phases:
-        idx = _subsample(t, interval_s, phase) if subsample else np.arange(len(t))
-        ts, ps = t[idx], p[idx]
-        raw, corr = _energies(ts, ps, a, b, interval_s, lag_s)
-        raws.append(raw)
-        corrs.append(corr)
-        inside = ts[(ts >= a) & (ts <= b) & np.isfinite(ps)]
-        n_samples.append(int(inside.size))
-        gaps.append(float(np.median(np.diff(inside))) if inside.size > 1 else math.nan)
-    e_lo, e_hi, e_abs = _stats([_err(e, ref) for e in raws])
-    c_lo, c_hi, c_abs = _stats([_err(e, ref) for e in corrs])
-    return {
-        "load": load, "source": source, "field": field, "interval_s": interval_s, "how": how,
-        "n_phases": len(phases), "n_samples": n_samples[0], "achieved_interval_s": gaps[0],
-        "energy_j": raws[0], "rel_err_pct": _err(raws[0], ref), "rel_err_pct_min": e_lo, "rel_err_pct_max": e_hi,
-        "mean_abs_rel_err_pct": e_abs, "energy_corrected_j": corrs[0], "rel_err_corrected_pct": _err(corrs[0], ref),
-        "rel_err_corrected_pct_min": c_lo, "rel_err_corrected_pct_max": c_hi, "mean_abs_rel_err_corrected_pct": c_abs,
-        "counter_energy_j": ref, "window_s": window_s,
-    }
-
-
-def analyse(load: str, fast: Tracer, smi: dict[float, Tracer], base_s: float) -> tuple[list[dict], dict]:
-    ref_w = fast.windows["load"]
-    a_abs, b_abs = fast.t0_perf_s + ref_w.start_s, fast.t0_perf_s + ref_w.end_s
-    ref = ref_w.counter_energy_j if fast.source.has_counter else math.nan
-    if fast.source_name == "cpu":
-        ref = ref_w.energy_j  # dry run: the cpu counter (RAPL or the CPU-time estimate) plays the counter
-    window_s = b_abs - a_abs
-    lag = fast.lag_shift_s  # half the averaging window for NVML; 0 for the dry run's cpu source
-    rows = [{**{c: math.nan for c in TABLE_COLUMNS}, "load": load, "source": fast.source_name, "field": "energy",
-             "how": "counter delta at the window edges (reference)", "energy_j": ref, "rel_err_pct": 0.0,
-             "counter_energy_j": ref, "window_s": window_s, "interval_s": math.nan}]
-
-    s = fast.series()
-    t = s["t_s"]
-    a, b = a_abs - fast.t0_perf_s, b_abs - fast.t0_perf_s
-    sampled_name = "nvml" if fast.source_name in ("counter", "nvml") else fast.source_name
-    for field, col, lag_s in (("average", "power_average_w", lag), ("instant", "power_instant_w", 0.0)):
-        p = s[col]
-        rows.append(_row(load, sampled_name, field, base_s, f"every sample of the {base_s:g} s series",
-                         t, p, a, b, lag_s, ref, [0.0], window_s, subsample=False))
-        for x in NVML_INTERVALS_S:
-            n = min(MAX_PHASES, max(1, round(x / base_s)))
-            phases = list(np.arange(n) * (x / n))
-            rows.append(_row(load, sampled_name, field, x, f"subsampled from the {base_s:g} s series",
-                             t, p, a, b, lag_s, ref, phases, window_s))
-    for x, tr in smi.items():
-        ss = tr.series()
-        a_s, b_s = a_abs - tr.t0_perf_s, b_abs - tr.t0_perf_s
-        for field, col, lag_s in (("average", "power_average_w", tr.avg_window_s / 2),
-                                  ("instant", "power_instant_w", 0.0)):
-            rows.append(_row(load, "smi", field, x, f"own tracer at {x:g} s (nvidia-smi -q -x per sample)",
-                             ss["t_s"], ss[col], a_s, b_s, lag_s, ref, [0.0], window_s, subsample=False))
-    info = {"window_s": window_s, "counter_energy_j": ref, "fast_source": fast.source_name,
-            "fast_achieved_interval_s": ref_w.achieved_interval_s,
-            "smi_achieved_interval_s": {str(x): tr.windows["load"].achieved_interval_s for x, tr in smi.items()},
-            "smi_median_read_s": {str(x): float(np.nanmedian(tr.series()["read_s"])) if len(tr.series()["read_s"])
-                                  else math.nan for x, tr in smi.items()},
-            "smi_failed_samples": {str(x): tr.n_failed_samples for x, tr in smi.items()}}
-    return rows, info
-
-
 # -- environment ---------------------------------------------------------------------------------
 
 def environment(torch, gpu: int, dry_run: bool) -> dict:
@@ -257,44 +151,14 @@ def time_smi_calls(n: int = 10) -> dict:
 
 def run_load(name: str, load: Load, fn, seconds: float, args, fast_source: str, smi_ok: bool,
              out: Path) -> tuple[list[dict], dict]:
-    gpus = None if args.dry_run else (args.gpu,)
-    # sync_cuda=False: this script synchronises once, before the shared window edges
-    common = dict(gpus=gpus, sync_cuda=False, tail_s=args.tail)
-    fast = Tracer(source=fast_source, interval_s=args.base_interval, **common)
-    smi = {x: Tracer(source="smi", interval_s=x, smi_timeout_s=2.0, **common) for x in SMI_INTERVALS_S} if smi_ok else {}
-    tracers = [fast, *smi.values()]
-    for tr in tracers:
-        tr.start()
-    try:
-        time.sleep(args.lead)  # idle before the load: the averaged field settles, edges are visible
-        load.sync()
-        for tr in tracers:
-            tr.begin_window("load")
-        details = fn(seconds)
-        load.sync()
-        # end every window at the same instant; each then waits for its tail of samples
-        errors: list[BaseException] = []
-
-        def end(tr: Tracer) -> None:
-            try:
-                tr.end_window("load")
-            except BaseException as e:  # re-raised in the main thread below
-                errors.append(e)
-
-        enders = [threading.Thread(target=end, args=(tr,)) for tr in tracers]
-        for th in enders:
-            th.start()
-        for th in enders:
-            th.join()
-        if errors:
-            raise errors[0]
-    finally:
-        for tr in tracers:
-            tr.stop()
+    fast, smi, details = trace_all_sources(
+        lambda _fast: fn(seconds), gpus=None if args.dry_run else (args.gpu,), fast_source=fast_source,
+        base_interval_s=args.base_interval, smi_intervals_s=SMI_INTERVALS_S if smi_ok else (),
+        lead_s=args.lead, tail_s=args.tail, sync=load.sync, tracer=Tracer)
     fast.save(out / "traces" / name / f"{fast.source_name}-{args.base_interval:g}s")
     for x, tr in smi.items():
         tr.save(out / "traces" / name / f"smi-{x:g}s")
-    rows, info = analyse(name, fast, smi, args.base_interval)
+    rows, info = compare_to_counter(name, fast, smi, args.base_interval)
     info["load"] = details
     return rows, info
 
