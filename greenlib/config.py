@@ -94,6 +94,8 @@ SECTIONS: dict[str, dict[str, Param]] = {
         "precisions": Param(list, "precisions to deploy", choices=("fp32", "fp16", "bf16", "int8")),
         "backend": Param(str, "auto: TensorRT where importable, else PyTorch", choices=("auto", "tensorrt", "pytorch")),
         "calib_images": Param(int, "training images used to calibrate INT8", min=1, max=50_000),
+        "calibrator": Param(str, "INT8 activation ranges: histogram (TensorRT entropy / torch HistogramObserver) "
+                            "or minmax", choices=("histogram", "minmax")),
     },
     "pruning": {
         **_COMMON,
@@ -105,6 +107,9 @@ SECTIONS: dict[str, dict[str, Param]] = {
         "base_epochs": Param(int, "base-training epochs of the models pruned", min=1),
         "finetune_epochs": Param(int, "fine-tuning epochs after pruning", min=1),
         "lr": Param(float, "fine-tuning learning rate", min=0.0, min_exclusive=True),
+        "prune_epochs": Param(int, "training epochs of the iterative pruners' pruning stage (apoz, taylor, "
+                              "activation_mean)", min=1),
+        "prune_iterations": Param(int, "mask updates in that stage; sparsity rises linearly to its target", min=1),
     },
     "sampling_rate": {
         **_COMMON,
@@ -126,6 +131,7 @@ SECTIONS: dict[str, dict[str, Param]] = {
                     min_exclusive=True),
         "acc_source": Param(str, "accuracy in tables and G: our measurement or the CRD paper's",
                             choices=("measured", "cited")),
+        "iec_shared": Param(bool, "measure IEC once per student architecture and share it across methods"),
     },
 }
 
@@ -155,13 +161,14 @@ PROFILE_VALUES: dict[str, dict[str, dict[str, Any]]] = {
         "baselines": {"models": ["vgg16", "resnet18"], "epochs": 2, "lr": 0.05,
                       "schedule": "cosine", "graph_capture": False, "amp": False},
         "quantization": {"models": ["vgg16"], "base_epochs": 2, "precisions": ["fp32", "fp16", "bf16", "int8"],
-                         "backend": "auto", "calib_images": 64},
+                         "backend": "auto", "calib_images": 64,
+                         "calibrator": "histogram"},
         "pruning": {"models": ["vgg16"], "pruners": ["l1", "fpgm", "apoz"], "sparsity": 0.5, "base_epochs": 2,
-                    "finetune_epochs": 1, "lr": 0.01},
+                    "finetune_epochs": 1, "lr": 0.01, "prune_epochs": 1, "prune_iterations": 2},
         "sampling_rate": {"model": "resnet8", "epochs": 1, "base_interval_s": 0.05,
                           "smi_intervals_s": [0.1, 0.5, 1.0]},
         "distillation": {"pairs": ["resnet20:resnet8"], "methods": ["KD", "CRD"], "teacher_epochs": 1,
-                         "student_epochs": 1, "lr": 0.05, "acc_source": "measured"},
+                         "student_epochs": 1, "lr": 0.05, "acc_source": "measured", "iec_shared": True},
     },
     "quick": {
         "environment": {"redraw_only": False},
@@ -169,17 +176,18 @@ PROFILE_VALUES: dict[str, dict[str, dict[str, Any]]] = {
         "baselines": {"models": ["vgg16", "vgg19", "resnet18"], "epochs": 10, "lr": 0.05,
                       "schedule": "cosine", "graph_capture": False, "amp": False},
         "quantization": {"models": ["vgg16", "resnet18", "resnet56"], "base_epochs": 10,
-                         "precisions": ["fp32", "fp16", "bf16", "int8"], "backend": "auto", "calib_images": 1024},
+                         "precisions": ["fp32", "fp16", "bf16", "int8"], "backend": "auto", "calib_images": 1024,
+                         "calibrator": "histogram"},
         "pruning": {"models": ["vgg16", "resnet18"],
                     "pruners": ["l1", "l2", "fpgm", "apoz", "taylor", "activation_mean"], "sparsity": 0.5,
-                    "base_epochs": 10, "finetune_epochs": 2, "lr": 0.01},
+                    "base_epochs": 10, "finetune_epochs": 2, "lr": 0.01, "prune_epochs": 1, "prune_iterations": 4},
         "sampling_rate": {"model": "wrn-16-2", "epochs": 3, "base_interval_s": 0.02,
                           "smi_intervals_s": [0.1, 0.5, 1.0]},
         "distillation": {"pairs": ["vgg13:vgg8", "resnet56:resnet20", "wrn-40-2:wrn-16-2"],
                          "methods": ["KD", "FitNet", "AT", "SP", "CC", "VID", "RKD", "PKT", "AB", "FT", "FSP", "NST",
                                      "CRD"],
                          "teacher_epochs": 5, "student_epochs": 2, "lr": 0.05, "acc_source": "measured",
-                         "train_size": 10_000, "iec_min_seconds": 2.0},
+                         "train_size": 10_000, "iec_min_seconds": 2.0, "iec_shared": True},
     },
     "paper": {
         # NNI's CIFAR baselines: 160 epochs, SGD lr 0.1, step decay (x0.1 at 50% and 75%).
@@ -189,17 +197,20 @@ PROFILE_VALUES: dict[str, dict[str, dict[str, Any]]] = {
                       "schedule": "step", "graph_capture": False, "amp": False},
         # RepDistiller: 240 epochs, lr 0.05 divided by 10 at 150/180/210, batch 64 (see greenlib/distill)
         "quantization": {"models": ["vgg16", "vgg19", "resnet18", "resnet56"], "base_epochs": 160,
-                         "precisions": ["fp32", "fp16", "bf16", "int8"], "backend": "auto", "calib_images": 1024},
+                         "precisions": ["fp32", "fp16", "bf16", "int8"], "backend": "auto", "calib_images": 1024,
+                         "calibrator": "histogram"},
         "pruning": {"models": ["vgg16", "vgg19", "resnet18", "resnet34", "resnet50"],
                     "pruners": ["l1", "l2", "fpgm", "apoz", "taylor", "activation_mean"], "sparsity": 0.5,
-                    "base_epochs": 160, "finetune_epochs": 160, "lr": 0.01},
+                    "base_epochs": 160, "finetune_epochs": 160, "lr": 0.01, "prune_epochs": 1,
+                    "prune_iterations": 4},
         "sampling_rate": {"model": "wrn-16-2", "epochs": 3, "base_interval_s": 0.02,
                           "smi_intervals_s": [0.1, 0.5, 1.0]},
         "distillation": {"pairs": ["vgg13:vgg8", "resnet56:resnet20", "resnet110:resnet32", "wrn-40-2:wrn-16-2",
                                    "resnet32x4:resnet8x4"],
                          "methods": ["KD", "FitNet", "AT", "SP", "CC", "VID", "RKD", "PKT", "AB", "FT", "FSP", "NST",
                                      "CRD"],
-                         "teacher_epochs": 240, "student_epochs": 240, "lr": 0.05, "acc_source": "measured"},
+                         "teacher_epochs": 240, "student_epochs": 240, "lr": 0.05, "acc_source": "measured",
+                         "batch_size": 64, "iec_shared": False},
     },
 }
 

@@ -158,8 +158,8 @@ def base_model(ctx: Context, model_name: str, seed: int, epochs: int | None = No
     The base is the baseline run (notebook 01's) with ``ctx``'s data, measurement and profile and
     ``epochs`` (None: the profile's baseline epochs), so every method family shares one base run
     per (model, seed) and its TEC counts that run's ``base_training`` energy. Its weights come from
-    the run folder; a stored run whose weights are gone (weights are not committed) is retrained,
-    and its stored result replaced by the new measurement, with a warning.
+    the run folder; where they are gone (weights are not committed) the same config is trained
+    again for them, with a warning, and the stored measurement is kept.
     """
     import warnings
 
@@ -174,10 +174,17 @@ def base_model(ctx: Context, model_name: str, seed: int, epochs: int | None = No
     res = run_baseline(bctx, model_name, seed, progress=progress)
     weights = ctx.store.root / res["run_id"] / "model.pt"
     if not weights.exists():
-        warnings.warn(f"base model {res['run_id']} has no stored weights; retraining it (its stored result is "
-                      "replaced by the new measurement)", stacklevel=2)
-        res = run_baseline(Context(_config.resolve("baselines", **(bcfg.to_dict() | {"force": True})),
-                                   ctx.device, ctx.dataset, ctx.store, ctx.environment), model_name, seed, progress)
+        # Weights are not committed. Train the same config again for them; the stored measurement
+        # stays the run's (every family that counted it keeps counting the same figure).
+        warnings.warn(f"base model {res['run_id']} has no stored weights; regenerating them by training the same "
+                      "config again (the stored measurement is kept)", stacklevel=2)
+        seed_everything(seed)
+        model = build_model(model_name, num_classes=ctx.dataset.num_classes)
+        train_loader, _ = bctx.loaders(seed)
+        with bctx.tracer() as tracer:
+            Trainer(model, train_loader, baseline_train_config(bcfg), ctx.device).fit(
+                tracer, "regenerate_weights", progress=progress)
+        atomic_torch_save(model.state_dict(), weights)
     model = build_model(model_name, num_classes=ctx.dataset.num_classes)
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     return model.to(ctx.device).eval(), res

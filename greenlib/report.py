@@ -82,7 +82,8 @@ def caption(df: pd.DataFrame, profile: str, what: str = "") -> str:
     """``<what> | dataset: ... | hardware: ... (energy: <source>[, estimated]) | profile: ...``."""
     if df.empty:
         return f"{what} | no stored runs | profile: {profile}".strip(" |")
-    datasets = describe(df["dataset_description"]) if "dataset_description" in df else describe(df["dataset"])
+    datasets = describe(df["dataset_description"].where(df["dataset_description"].notna(), df["dataset"])
+                        if "dataset_description" in df else df["dataset"])
     hw = describe(df["hardware"]) if "hardware" in df else "unknown"
     src = describe(df["energy_measured_by"]) if "energy_measured_by" in df else "unknown"
     est = ", ESTIMATED" if "estimated" in df and df["estimated"].astype(bool).any() else ""

@@ -1,0 +1,298 @@
+"""One distillation run: the teacher from the results store, the student distilled (traced), then Acc and IEC.
+
+    ctx = experiments.prepare(config.resolve("distillation", profile="quick"))
+    res = run_distillation(ctx, "resnet56", "resnet20", "CRD", seed=0)
+    res["metrics"]["tec_wh"]   # teacher training + pre-training + distillation, W·h
+
+Stages (Table 2 of the paper: "train original model" + "distillation"):
+
+1. ``teacher``: the teacher's baseline run (``experiments.base_model``), trained once per
+   (teacher, seed, epochs, data) and shared by every student and method, and by notebook 01. Its
+   energy is its own run's ``base_training`` stage; each distilled model's TEC counts it in full.
+2. ``pretrain`` (AB, FT, FSP only): RepDistiller's ``init`` stage, 30/240 of the student's epochs.
+3. ``distillation``: the student trained on ``ce_weight * CE + loss_weight * loss`` with the frozen
+   teacher run in eval mode, without gradients, on every batch.
+4. ``inference``: IEC of the student, in this run, or (``iec_shared``) once per student
+   architecture in a run of kind ``iec`` that every method's student shares.
+"""
+from __future__ import annotations
+
+import json
+import math
+from itertools import product
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from .. import config as _config
+from .. import experiments
+from ..config import ConfigError, Resolved
+from ..experiments import Context, hardware_name, inference_images, shared_config
+from ..inference import measure_inference
+from ..io import atomic_torch_save
+from ..models import MODELS, build_model, model_info
+from ..results import Run, canonical_json, run_id
+from ..train import LossFn, Trainer, TrainConfig, evaluate, seed_everything
+from . import registry
+from .base import Distiller, Outputs
+from .indexed import IndexedLoader
+
+# RepDistiller's schedule: lr divided by 10 at epochs 150, 180 and 210 of 240, scaled to the epochs run
+MILESTONES: tuple[float, ...] = (150 / 240, 180 / 240, 210 / 240)
+PRETRAIN_FRACTION = 30 / 240  # its init_epochs (30) per 240 distillation epochs
+LOW_LR_STUDENTS: tuple[str, ...] = ("mobilenetv2", "shufflenetv1", "shufflenetv2")
+LOW_LR = 0.01  # RepDistiller's learning rate for these students, whatever lr is given
+
+
+def parse_pairs(pairs: Sequence[str]) -> list[tuple[str, str]]:
+    """``["resnet56:resnet20"]`` -> ``[("resnet56", "resnet20")]``; ConfigError names a bad entry."""
+    out = []
+    for p in pairs:
+        parts = p.split(":") if isinstance(p, str) else []
+        if len(parts) != 2 or not all(parts):
+            raise ConfigError(f"distillation.pairs: {p!r} is not 'teacher:student' (e.g. 'resnet56:resnet20')")
+        for name in parts:
+            if name not in MODELS:
+                raise ConfigError(f"distillation.pairs: {name!r} in {p!r} is not a zoo model; accepted: "
+                                  f"{', '.join(MODELS)}")
+        out.append((parts[0], parts[1]))
+    return out
+
+
+def student_lr(student: str, lr: float) -> float:
+    """RepDistiller's rule: 0.01 for MobileNetV2 and the ShuffleNets, else ``lr``."""
+    return LOW_LR if student in LOW_LR_STUDENTS else lr
+
+
+def pretrain_epochs(student_epochs: int) -> int:
+    """Epochs of the pre-training stage: 30 per 240 distillation epochs, at least 1."""
+    return max(1, round(student_epochs * PRETRAIN_FRACTION))
+
+
+def student_train_config(cfg: Resolved, student: str) -> TrainConfig:
+    """The distillation stage: SGD (momentum 0.9, weight decay 5e-4), step schedule at 150/180/210 of 240."""
+    return TrainConfig(epochs=cfg.student_epochs, lr=student_lr(student, cfg.lr), schedule="step",
+                       milestones=MILESTONES)
+
+
+def pretrain_train_config(cfg: Resolved, student: str, cls: type[Distiller]) -> TrainConfig:
+    """The pre-training stage: the same optimizer at a constant learning rate (RepDistiller's ``init``)."""
+    return TrainConfig(epochs=pretrain_epochs(cfg.student_epochs),
+                       lr=cls.pretrain_lr(student, student_lr(student, cfg.lr)), schedule="step", milestones=())
+
+
+def distill_config(cfg: Resolved, teacher: str, student: str, method: str, seed: int,
+                   hparams: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A distillation run's config without hardware and teacher run id (what selects stored runs).
+
+    Holds the method's hyper-parameters (``ce_weight``, ``loss_weight``, ...) as flat keys.
+    """
+    cls = registry.get(method)
+    t = student_train_config(cfg, student)
+    pre = pretrain_train_config(cfg, student, cls) if cls.pretrains else None
+    return {"kind": "distillation", "model": student, "teacher": teacher, "student": student, "method": method,
+            "seed": seed, "teacher_epochs": cfg.teacher_epochs, "epochs": t.epochs,
+            "pretrain_epochs": pre.epochs if pre else 0, "pretrain_lr": pre.lr if pre else None,
+            "batch_size": cfg.batch_size, "lr": t.lr, "schedule": t.schedule, "milestones": list(t.milestones),
+            "gamma": t.gamma, "momentum": t.momentum, "weight_decay": t.weight_decay, "iec_shared": cfg.iec_shared,
+            **cls.settle(dict(hparams or {}), cfg.train_size), **shared_config(cfg)}
+
+
+def teacher_run_id(ctx: Context, teacher: str, seed: int) -> str:
+    """The id of the baseline run ``experiments.base_model`` gives as ``teacher``, without running it.
+
+    Mirrors the config ``base_model`` resolves (a test keeps the two in step), so a complete
+    distillation run is a cache hit even where the teacher's weights are gone.
+    """
+    shared = {k: ctx.cfg[k] for k in _config.COMMON_PARAMS if k in ctx.cfg and k not in ("seeds", "force")}
+    bcfg = _config.resolve("baselines", profile=ctx.cfg.profile, **shared, models=[teacher], seeds=[seed],
+                           epochs=ctx.cfg.teacher_epochs)
+    conf = {**experiments.baseline_config(bcfg), "model": teacher, "seed": seed, "hardware": hardware_name(ctx.device)}
+    return run_id(json.loads(canonical_json(conf)))
+
+
+def make_loss_fn(distiller: Distiller, teacher: torch.nn.Module, batches: IndexedLoader | None = None,
+                 pretrain: bool = False) -> LossFn:
+    """``loss_fn(student, x, y) -> (loss, student logits)`` for :class:`~greenlib.train.Trainer`.
+
+    The teacher runs as it is (eval mode, set by the caller) under ``no_grad``; the student's
+    ``extract`` gives its features. ``pretrain`` gives the pre-training stage's loss; where that
+    stage does not train the student (FT), the student runs in eval mode without gradients.
+    ``batches`` supplies the batch's training-set indices (CRD).
+    """
+    preact = distiller.preact
+    student_frozen = pretrain and not distiller.pretrains_student
+
+    def outputs(model: torch.nn.Module, x: torch.Tensor) -> Outputs:
+        feats, logits = model.extract(x, preact=preact)
+        return Outputs(feats, logits, batches.index if batches is not None else None)
+
+    def loss_fn(student: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            t = outputs(teacher, x)
+        if student_frozen:
+            student.eval()  # RepDistiller's init runs the student in eval mode
+            with torch.no_grad():
+                s = outputs(student, x)
+            return distiller.pretrain_loss(s, t), s.logits
+        s = outputs(student, x)
+        loss = distiller.pretrain_loss(s, t) if pretrain else distiller.total_loss(s, t, y)
+        return loss, s.logits
+
+    return loss_fn
+
+
+def run_distillation(ctx: Context, teacher: str, student: str, method: str, seed: int,
+                     hparams: Mapping[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:
+    """Distil ``teacher`` into ``student`` with ``method``; cached in the store (a complete run is returned).
+
+    ``hparams`` override the method's RepDistiller defaults (recorded in the run's config).
+    An unknown method or model, a bad hyper-parameter or a pair the method cannot connect raises
+    (ValueError / IncompatiblePairError) before anything is trained. The stored metrics account
+    for TEC explicitly: ``tec_wh = tec_teacher_wh + tec_pretrain_wh + tec_distill_wh``.
+    """
+    cfg = ctx.cfg
+    cls = registry.get(method)
+    seed_everything(seed)
+    model = build_model(student, num_classes=ctx.dataset.num_classes)
+    distiller = registry.build(method, teacher, student, ctx.dataset.train_y, ctx.dataset.num_classes,
+                               **dict(hparams or {}))
+    t_id = teacher_run_id(ctx, teacher, seed)
+    config = {**distill_config(cfg, teacher, student, method, seed, hparams), "hardware": hardware_name(ctx.device),
+              "teacher_run_id": t_id}
+    run = ctx.store.open(config, environment=ctx.environment, force=cfg.force)
+    if run.complete:
+        return run.result
+
+    teacher_model, teacher_res = experiments.base_model(ctx, teacher, seed, epochs=cfg.teacher_epochs,
+                                                        progress=progress)
+    if teacher_res["run_id"] != t_id:
+        raise RuntimeError(f"teacher run {teacher_res['run_id']} is not the expected {t_id}: "
+                           "greenlib.distill.run.teacher_run_id is out of step with experiments.base_model")
+    teacher_model.requires_grad_(False).eval()
+    metrics = _distill_and_measure(ctx, run, model, teacher_model, distiller, cls, student, seed, progress)
+    if cfg.iec_shared:
+        iec = student_iec(ctx, student, seed)
+        metrics |= {k: iec["metrics"][k] for k in ("iec_wh", "iec_j", "latency_ms", "throughput_ips")}
+        metrics |= {"iec_run_id": iec["run_id"],
+                    "estimated": metrics["estimated"] or bool(iec["metrics"]["estimated"])}
+    tm = teacher_res["metrics"]
+    info = model_info(student, num_classes=ctx.dataset.num_classes)
+    sources = dict.fromkeys([metrics.pop("_source"), tm["energy_measured_by"]])
+    metrics |= {
+        "tec_teacher_wh": tm["tec_wh"],
+        "tec_wh": tm["tec_wh"] + metrics["tec_pretrain_wh"] + metrics["tec_distill_wh"],
+        "tec_j": tm["tec_j"] + metrics.pop("_student_j"),
+        "teacher_train_elapsed_s": tm["train_elapsed_s"], "teacher_acc": tm["acc"], "teacher_params": tm["params"],
+        "energy_measured_by": "+".join(map(str, sources)),
+        "estimated": metrics["estimated"] or bool(tm["estimated"]),
+        "params": info["params"], "flops_per_image": info["flops_per_image"],
+        "dataset_description": ctx.dataset.description,
+    }
+    return run.finish(metrics)
+
+
+def _distill_and_measure(ctx: Context, run: Run, student: torch.nn.Module, teacher: torch.nn.Module,
+                         distiller: Distiller, cls: type[Distiller], student_name: str, seed: int,
+                         progress: bool) -> dict[str, Any]:
+    """The traced stages of one run (pre-training, distillation, [inference]); its student metrics."""
+    cfg, device = ctx.cfg, ctx.device
+    train_loader, test_loader = ctx.loaders(seed)
+    batches = IndexedLoader(train_loader)
+    distiller.to(device)
+    stages = []
+    with ctx.tracer() as tracer:
+        if cls.pretrains:
+            seed_everything(seed)
+            pre = Trainer(student, batches, pretrain_train_config(cfg, student_name, cls), device,
+                          loss_fn=make_loss_fn(distiller, teacher, batches, pretrain=True), extra_modules=[distiller],
+                          checkpoint=run.folder / "pretrain_checkpoint.pt")
+            stages.append(pre.fit(tracer, "pretrain", progress=progress))
+            run.save_stage("pretrain", stages[-1], experiments._stage_samples(tracer, stages[-1]))
+        distiller.start_distillation()
+        seed_everything(seed)
+        trainer = Trainer(student, batches, student_train_config(cfg, student_name), device,
+                          loss_fn=make_loss_fn(distiller, teacher, batches), extra_modules=[distiller],
+                          checkpoint=run.folder / "checkpoint.pt")
+        stages.append(trainer.fit(tracer, "distillation", progress=progress))
+        run.save_stage("distillation", stages[-1], experiments._stage_samples(tracer, stages[-1]))
+        acc = evaluate(student, test_loader, device)
+        iec = {}
+        if not cfg.iec_shared:
+            images = inference_images(ctx, test_loader, max(cfg.iec_batch_size * 8, 512))
+            iec = measure_inference(student, images, tracer, batch_size=cfg.iec_batch_size,
+                                    min_seconds=cfg.iec_min_seconds)
+            run.save_stage("inference", iec, experiments._stage_samples(tracer, iec))
+    atomic_torch_save(student.state_dict(), run.folder / "model.pt")
+    for name in ("checkpoint.pt", "pretrain_checkpoint.pt"):
+        (run.folder / name).unlink(missing_ok=True)
+    pre_s = stages[0] if cls.pretrains else {"energy_wh": 0.0, "energy_j": 0.0, "elapsed_s": 0.0}
+    dist_s = stages[-1]
+    out = {"acc": acc["acc"], "test_loss": acc["test_loss"], "test_images": acc["test_images"],
+           "tec_pretrain_wh": pre_s["energy_wh"], "tec_distill_wh": dist_s["energy_wh"],
+           "_student_j": pre_s["energy_j"] + dist_s["energy_j"],
+           "train_elapsed_s": pre_s["elapsed_s"] + dist_s["elapsed_s"],
+           "_source": "+".join(dict.fromkeys(s["energy_source"] for s in stages)),
+           "estimated": any(bool(s.get("estimated")) for s in [*stages, iec]),
+           "final_train_loss": trainer.history[-1].train_loss, "final_train_acc": trainer.history[-1].train_acc}
+    if iec:
+        out |= {"iec_wh": iec["iec_wh"], "iec_j": iec["iec_j"], "latency_ms": iec["latency_ms"],
+                "throughput_ips": iec["throughput_ips"]}
+    return out
+
+
+def student_iec(ctx: Context, student: str, seed: int) -> dict[str, Any]:
+    """IEC of the ``student`` architecture, measured once and shared by every method's student.
+
+    The energy of an inference depends on the architecture, not on the values of its weights,
+    so a freshly initialised (seeded) student stands in for the distilled ones. Stored as a run of
+    kind ``iec`` (stage ``inference``); a cache hit when complete (``force`` does not redo it).
+    """
+    config = {"kind": "iec", "model": student, "seed": seed, **ctx.base_config()}
+    run = ctx.store.open(config, environment=ctx.environment)
+    if run.complete:
+        return run.result
+    seed_everything(seed)
+    model = build_model(student, num_classes=ctx.dataset.num_classes).to(ctx.device).eval()
+    _, test_loader = ctx.loaders(seed)
+    with ctx.tracer() as tracer:
+        images = inference_images(ctx, test_loader, max(ctx.cfg.iec_batch_size * 8, 512))
+        iec = measure_inference(model, images, tracer, batch_size=ctx.cfg.iec_batch_size,
+                                min_seconds=ctx.cfg.iec_min_seconds)
+        run.save_stage("inference", iec, experiments._stage_samples(tracer, iec))
+    info = model_info(student, num_classes=ctx.dataset.num_classes)
+    return run.finish({"iec_wh": iec["iec_wh"], "iec_j": iec["iec_j"], "latency_ms": iec["latency_ms"],
+                       "throughput_ips": iec["throughput_ips"], "energy_measured_by": iec["energy_source"],
+                       "estimated": bool(iec.get("estimated")), "params": info["params"],
+                       "flops_per_image": info["flops_per_image"], "dataset_description": ctx.dataset.description})
+
+
+def _same(stored: Any, want: Any) -> bool:
+    if want is None or (isinstance(want, float) and math.isnan(want)):
+        return stored is None or (isinstance(stored, float) and math.isnan(stored))
+    if isinstance(want, (list, tuple)):
+        return isinstance(stored, (list, tuple)) and list(stored) == list(want)
+    return bool(stored == want)
+
+
+def stored_distillations(cfg: Resolved) -> "pandas.DataFrame":
+    """The complete distillation runs these notebook parameters ask for, measured on any hardware."""
+    import pandas as pd
+
+    from ..paths import results_dir
+    from ..results import ResultsStore
+
+    df = ResultsStore(results_dir(cfg.profile)).load_results()
+    if df.empty or "kind" not in df:
+        return df.iloc[0:0]
+    df = df[df["kind"] == "distillation"]
+    keep = pd.Series(False, index=df.index)
+    for (teacher, student), method, seed in product(parse_pairs(cfg.pairs), cfg.methods, cfg.seeds):
+        want = distill_config(cfg, teacher, student, method, seed)
+        if not set(want) <= set(df.columns):
+            continue
+        match = pd.Series(True, index=df.index)
+        for key, value in want.items():
+            match &= df[key].map(lambda v, w=value: _same(v, w))
+        keep |= match
+    return df[keep].reset_index(drop=True)
