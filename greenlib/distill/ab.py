@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .base import Distiller, Outputs, Pair, require_maps
+from .base import Distiller, Outputs, Pair
 from .modules import ConvRegressor
 
 
@@ -37,9 +37,7 @@ class AB(Distiller):
 
     def __init__(self, pair: Pair, **hparams):
         super().__init__(pair, **hparams)
-        s, t = self.stage_shapes()
-        require_maps(pair, self.name, s, "student")
-        require_maps(pair, self.name, t, "teacher")
+        s, t = self.stage_maps()
         self.connectors = nn.ModuleList(
             nn.Identity() if a == b else ConvRegressor(a, b, relu=False, pair=pair, method=self.name)
             for a, b in zip(s, t))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Distiller, Outputs, Pair, match_spatial, require_maps
+from .base import Distiller, Outputs, Pair, match_spatial
 
 
 def attention_map(f: Tensor, p: float) -> Tensor:
@@ -24,9 +24,7 @@ class AT(Distiller):
 
     def __init__(self, pair: Pair, **hparams):
         super().__init__(pair, **hparams)
-        s, t = self.stage_shapes()
-        require_maps(pair, self.name, s, "student")
-        require_maps(pair, self.name, t, "teacher")
+        self.stage_maps()  # raises for a pair whose stages are not feature maps
 
     def forward(self, s: Outputs, t: Outputs) -> Tensor:
         p = self.hparams["attention_p"]

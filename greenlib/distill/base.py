@@ -135,6 +135,13 @@ class Distiller(nn.Module):
                                                     f"stages, the teacher {len(t)}")
         return s, t
 
+    def stage_maps(self) -> tuple[tuple[Shape, ...], tuple[Shape, ...]]:
+        """:meth:`stage_shapes`, each also checked to be a ``(C, H, W)`` map on both sides."""
+        s, t = self.stage_shapes()
+        require_maps(self.pair, self.name, s, "student")
+        require_maps(self.pair, self.name, t, "teacher")
+        return s, t
+
 
 def resolve_hparams(cls: type[Distiller], given: Mapping[str, Any]) -> dict[str, float | int]:
     """``cls.defaults`` updated with ``given``; ValueError names an unknown or mistyped value."""

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Distiller, Outputs, Pair, match_spatial, require_maps
+from .base import Distiller, Outputs, Pair, match_spatial
 
 
 def poly_kernel_mean(a: Tensor, b: Tensor) -> Tensor:
@@ -33,9 +33,7 @@ class NST(Distiller):
 
     def __init__(self, pair: Pair, **hparams):
         super().__init__(pair, **hparams)
-        s, t = self.stage_shapes()
-        require_maps(pair, self.name, s, "student")
-        require_maps(pair, self.name, t, "teacher")
+        self.stage_maps()  # raises for a pair whose stages are not feature maps
 
     def forward(self, s: Outputs, t: Outputs) -> Tensor:
         return sum(mmd2(f_s, f_t) for f_s, f_t in zip(s.feats[1:-1], t.feats[1:-1]))

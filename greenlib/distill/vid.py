@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Distiller, Outputs, Pair, match_spatial, require_maps
+from .base import Distiller, Outputs, Pair, match_spatial
 
 
 class VariationalHead(nn.Module):
@@ -46,9 +46,7 @@ class VID(Distiller):
 
     def __init__(self, pair: Pair, **hparams):
         super().__init__(pair, **hparams)
-        s, t = self.stage_shapes()
-        require_maps(pair, self.name, s, "student")
-        require_maps(pair, self.name, t, "teacher")
+        s, t = self.stage_maps()
         self.heads = nn.ModuleList(VariationalHead(a[0], b[0], self.hparams["init_pred_var"], eps=1e-5)
                                    for a, b in zip(s, t))
 
