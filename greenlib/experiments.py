@@ -79,7 +79,7 @@ def prepare(cfg: Resolved) -> Context:
     return Context(cfg, device, ds, ResultsStore(results_dir(cfg.profile)), environment)
 
 
-def _stage_samples(tracer: Tracer, summary: Mapping[str, Any]):
+def stage_samples(tracer: Tracer, summary: Mapping[str, Any]):
     df = tracer.samples()
     if df is None or not len(df) or "t_s" not in df:
         return None
@@ -100,12 +100,12 @@ def train_and_measure(ctx: Context, run: Run, model: torch.nn.Module, seed: int,
     with ctx.tracer() as tracer:
         trainer = Trainer(model, train_loader, train_cfg, ctx.device, checkpoint=run.folder / "checkpoint.pt")
         summary = trainer.fit(tracer, stage, progress=progress)
-        run.save_stage(stage, summary, _stage_samples(tracer, summary))
+        run.save_stage(stage, summary, stage_samples(tracer, summary))
         acc = evaluate(model, test_loader, ctx.device)
         images = inference_images(ctx, test_loader, max(ctx.cfg.iec_batch_size * 8, 512))
         iec = measure_inference(model, images, tracer, batch_size=ctx.cfg.iec_batch_size,
                                 min_seconds=ctx.cfg.iec_min_seconds)
-        run.save_stage("inference", iec, _stage_samples(tracer, iec))
+        run.save_stage("inference", iec, stage_samples(tracer, iec))
     atomic_torch_save(model.state_dict(), run.folder / "model.pt")
     (run.folder / "checkpoint.pt").unlink(missing_ok=True)
     return {"acc": acc["acc"], "test_loss": acc["test_loss"], "test_images": acc["test_images"],
@@ -151,6 +151,28 @@ def run_baseline(ctx: Context, model_name: str, seed: int, progress: bool = True
                                  "dataset_description": ctx.dataset.description})
 
 
+def base_baseline_config(ctx: Context, model_name: str, seed: int, epochs: int | None = None) -> Resolved:
+    """The baselines parameters of the base run a family starts from (see :func:`base_model`).
+
+    Only the data and measurement parameters every section shares are carried over: a family's
+    own lr or epochs are not the base model's.
+    """
+    from . import config as _config
+
+    shared = {k: ctx.cfg[k] for k in _config.COMMON_PARAMS if k in ctx.cfg and k not in ("seeds", "force")}
+    return _config.resolve("baselines", profile=ctx.cfg.profile, **shared, models=[model_name], seeds=[seed],
+                           epochs=epochs)
+
+
+def base_run_id(ctx: Context, model_name: str, seed: int, epochs: int | None = None) -> str:
+    """The id of the run :func:`base_model` gives, known before anything trains (so a derived
+    run is a cache hit even where the base weights are gone)."""
+    from .results import run_id
+
+    bcfg = base_baseline_config(ctx, model_name, seed, epochs)
+    return run_id({**baseline_config(bcfg), "model": model_name, "seed": seed, "hardware": hardware_name(ctx.device)})
+
+
 def base_model(ctx: Context, model_name: str, seed: int, epochs: int | None = None,
                progress: bool = True) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The trained base model a compression method starts from, and its stored baseline result.
@@ -163,13 +185,7 @@ def base_model(ctx: Context, model_name: str, seed: int, epochs: int | None = No
     """
     import warnings
 
-    from . import config as _config
-
-    # only the data and measurement parameters every section shares: a family's own lr or epochs
-    # are not the base model's
-    shared = {k: ctx.cfg[k] for k in _config.COMMON_PARAMS if k in ctx.cfg and k not in ("seeds", "force")}
-    bcfg = _config.resolve("baselines", profile=ctx.cfg.profile, **shared, models=[model_name], seeds=[seed],
-                           epochs=epochs)
+    bcfg = base_baseline_config(ctx, model_name, seed, epochs)
     bctx = Context(bcfg, ctx.device, ctx.dataset, ctx.store, ctx.environment)
     res = run_baseline(bctx, model_name, seed, progress=progress)
     weights = ctx.store.root / res["run_id"] / "model.pt"

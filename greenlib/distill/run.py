@@ -17,21 +17,19 @@ Stages (Table 2 of the paper: "train original model" + "distillation"):
 """
 from __future__ import annotations
 
-import json
 import math
 from itertools import product
 from typing import Any, Mapping, Sequence
 
 import torch
 
-from .. import config as _config
 from .. import experiments
 from ..config import ConfigError, Resolved
 from ..experiments import Context, hardware_name, inference_images, shared_config
 from ..inference import measure_inference
 from ..io import atomic_torch_save
 from ..models import MODELS, build_model, model_info
-from ..results import Run, canonical_json, run_id
+from ..results import Run
 from ..train import LossFn, Trainer, TrainConfig, evaluate, seed_everything
 from . import registry
 from .base import Distiller, Outputs
@@ -104,11 +102,7 @@ def teacher_run_id(ctx: Context, teacher: str, seed: int) -> str:
     Mirrors the config ``base_model`` resolves (a test keeps the two in step), so a complete
     distillation run is a cache hit even where the teacher's weights are gone.
     """
-    shared = {k: ctx.cfg[k] for k in _config.COMMON_PARAMS if k in ctx.cfg and k not in ("seeds", "force")}
-    bcfg = _config.resolve("baselines", profile=ctx.cfg.profile, **shared, models=[teacher], seeds=[seed],
-                           epochs=ctx.cfg.teacher_epochs)
-    conf = {**experiments.baseline_config(bcfg), "model": teacher, "seed": seed, "hardware": hardware_name(ctx.device)}
-    return run_id(json.loads(canonical_json(conf)))
+    return experiments.base_run_id(ctx, teacher, seed, ctx.cfg.teacher_epochs)
 
 
 def make_loss_fn(distiller: Distiller, teacher: torch.nn.Module, batches: IndexedLoader | None = None,
@@ -208,21 +202,21 @@ def _distill_and_measure(ctx: Context, run: Run, student: torch.nn.Module, teach
                           loss_fn=make_loss_fn(distiller, teacher, batches, pretrain=True), extra_modules=[distiller],
                           checkpoint=run.folder / "pretrain_checkpoint.pt")
             stages.append(pre.fit(tracer, "pretrain", progress=progress))
-            run.save_stage("pretrain", stages[-1], experiments._stage_samples(tracer, stages[-1]))
+            run.save_stage("pretrain", stages[-1], experiments.stage_samples(tracer, stages[-1]))
         distiller.start_distillation()
         seed_everything(seed)
         trainer = Trainer(student, batches, student_train_config(cfg, student_name), device,
                           loss_fn=make_loss_fn(distiller, teacher, batches), extra_modules=[distiller],
                           checkpoint=run.folder / "checkpoint.pt")
         stages.append(trainer.fit(tracer, "distillation", progress=progress))
-        run.save_stage("distillation", stages[-1], experiments._stage_samples(tracer, stages[-1]))
+        run.save_stage("distillation", stages[-1], experiments.stage_samples(tracer, stages[-1]))
         acc = evaluate(student, test_loader, device)
         iec = {}
         if not cfg.iec_shared:
             images = inference_images(ctx, test_loader, max(cfg.iec_batch_size * 8, 512))
             iec = measure_inference(student, images, tracer, batch_size=cfg.iec_batch_size,
                                     min_seconds=cfg.iec_min_seconds)
-            run.save_stage("inference", iec, experiments._stage_samples(tracer, iec))
+            run.save_stage("inference", iec, experiments.stage_samples(tracer, iec))
     atomic_torch_save(student.state_dict(), run.folder / "model.pt")
     for name in ("checkpoint.pt", "pretrain_checkpoint.pt"):
         (run.folder / name).unlink(missing_ok=True)
@@ -259,7 +253,7 @@ def student_iec(ctx: Context, student: str, seed: int) -> dict[str, Any]:
         images = inference_images(ctx, test_loader, max(ctx.cfg.iec_batch_size * 8, 512))
         iec = measure_inference(model, images, tracer, batch_size=ctx.cfg.iec_batch_size,
                                 min_seconds=ctx.cfg.iec_min_seconds)
-        run.save_stage("inference", iec, experiments._stage_samples(tracer, iec))
+        run.save_stage("inference", iec, experiments.stage_samples(tracer, iec))
     info = model_info(student, num_classes=ctx.dataset.num_classes)
     return run.finish({"iec_wh": iec["iec_wh"], "iec_j": iec["iec_j"], "latency_ms": iec["latency_ms"],
                        "throughput_ips": iec["throughput_ips"], "energy_measured_by": iec["energy_source"],

@@ -107,7 +107,7 @@ def run_pruning(ctx: Context, model_name: str, pruner: str, seed: int, progress:
                                         "flops_after": result.after["flops_per_image"]}
             model = result.model
             atomic_torch_save(model, pruned_path)  # before the stage: a stored stage implies the model
-            run.save_stage("pruning", pruning, experiments._stage_samples(tracer, pruning))
+            run.save_stage("pruning", pruning, experiments.stage_samples(tracer, pruning))
 
     after = model_info(model)
     measured = experiments.train_and_measure(ctx, run, model, seed, finetune_train_config(cfg), stage="finetuning",

@@ -21,12 +21,12 @@ from .api import (BACKEND_REQUESTS, BACKENDS, INT8_KERNEL, Variant, infer, kerne
                   require_int8, select_backend, variant)
 from .base import (CALIBRATED, CALIBRATORS, PRECISIONS, Deployable, QuantizationError, calibration_batches,
                    check_precision)
-from .runs import STAGE, base_run_config, quantization_config, run_quantized, run_variant, stored_runs
+from .runs import STAGE, quantization_config, run_quantized, run_variant, stored_runs
 from . import tables
 
 __all__ = [
     "BACKENDS", "BACKEND_REQUESTS", "CALIBRATED", "CALIBRATORS", "INT8_KERNEL", "PRECISIONS", "STAGE",
-    "Deployable", "QuantizationError", "Variant", "base_run_config", "calibration_batches", "check_precision",
+    "Deployable", "QuantizationError", "Variant", "calibration_batches", "check_precision",
     "infer", "kernel_evidence", "plan", "quantization_config", "quantize", "require_int8", "run_quantized",
     "run_variant", "select_backend", "stored_runs", "tables", "variant",
 ]

@@ -20,7 +20,6 @@ from typing import Any
 import pandas as pd
 import torch
 
-from .. import config as _config
 from .. import experiments
 from ..config import Resolved
 from ..data import make_loaders
@@ -29,7 +28,6 @@ from ..inference import measure_inference
 from ..io import atomic_write_json
 from ..models import model_info
 from ..report import load_runs
-from ..results import run_id
 from ..tracer import Tracer
 from ..train import evaluate, seed_everything
 from .api import Variant, kernel_evidence, quantize, require_int8, variant
@@ -44,17 +42,6 @@ def deploy_hardware(device: torch.device) -> str:
     return experiments.hardware_name(device) if device.type == "cuda" else hardware_label({"cpu": cpu_model()})
 
 
-def base_run_config(ctx: experiments.Context, model_name: str, seed: int) -> dict[str, Any]:
-    """The config of the baseline run ``experiments.base_model`` uses for (model, seed) with this
-    notebook's data, measurement and ``base_epochs``: known before anything trains, so a stored
-    quantization run is a cache hit without the base model's weights."""
-    shared = {k: ctx.cfg[k] for k in _config.COMMON_PARAMS if k in ctx.cfg and k not in ("seeds", "force")}
-    bcfg = _config.resolve("baselines", profile=ctx.cfg.profile, **shared, models=[model_name], seeds=[seed],
-                           epochs=ctx.cfg.base_epochs)
-    return {**experiments.baseline_config(bcfg), "model": model_name, "seed": seed,
-            "hardware": experiments.hardware_name(ctx.device)}
-
-
 def quantization_config(cfg: Resolved) -> dict[str, Any]:
     """A quantization run's config without model, seed, precision, backend and hardware."""
     return {"kind": "quantization", "base_epochs": cfg.base_epochs, "batch_size": cfg.batch_size,
@@ -67,7 +54,7 @@ def run_config(ctx: experiments.Context, model_name: str, seed: int, v: Variant)
             "backend": v.backend, "deploy_device": v.device.type, "deploy_hardware": deploy_hardware(v.device),
             "calib_images": ctx.cfg.calib_images if calibrated else 0,
             "calibrator": ctx.cfg.calibrator if calibrated else "none",
-            "base_run_id": run_id(base_run_config(ctx, model_name, seed)),
+            "base_run_id": experiments.base_run_id(ctx, model_name, seed, ctx.cfg.base_epochs),
             "hardware": experiments.hardware_name(ctx.device)}
 
 
@@ -112,7 +99,7 @@ def run_variant(ctx: experiments.Context, model_name: str, seed: int, v: Variant
     if run.complete:
         return run.result
     model, base = experiments.base_model(ctx, model_name, seed, epochs=ctx.cfg.base_epochs, progress=progress)
-    if base["run_id"] != cfg["base_run_id"]:  # base_run_config drifted from experiments.base_model
+    if base["run_id"] != cfg["base_run_id"]:  # experiments.base_run_id drifted from base_model
         raise RuntimeError(f"base run {base['run_id']} is not the expected {cfg['base_run_id']}")
     seed_everything(seed)
     ds, bs = ctx.dataset, ctx.cfg.iec_batch_size
@@ -125,7 +112,7 @@ def run_variant(ctx: experiments.Context, model_name: str, seed: int, v: Variant
                            calibrator=ctx.cfg.calibrator, batch_size=bs, name=model_name)
         cal = tracer.windows[STAGE].to_dict() | {"calibration_images": dep.calibration_images,
                                                  "calibration_batches": len(calib), "deployable": dep.describe()}
-        run.save_stage(STAGE, cal, experiments._stage_samples(tracer, cal))
+        run.save_stage(STAGE, cal, experiments.stage_samples(tracer, cal))
         images = _test_images(test_loader, max(bs * 8, 512)).to(dep.device, dep.input_dtype)
         evidence = kernel_evidence(dep, images[:bs])
         atomic_write_json(run.folder / "kernels.json", evidence | {"kernel_path": dep.kernel_path})
@@ -133,7 +120,7 @@ def run_variant(ctx: experiments.Context, model_name: str, seed: int, v: Variant
             require_int8(evidence, f"{model_name} {v.label}")
         acc = evaluate(dep, test_loader, v.device)
         iec = measure_inference(dep, images, tracer, batch_size=bs, min_seconds=ctx.cfg.iec_min_seconds)
-        run.save_stage("inference", iec, experiments._stage_samples(tracer, iec))
+        run.save_stage("inference", iec, experiments.stage_samples(tracer, iec))
     info = model_info(model_name, num_classes=ds.num_classes)
     base_stage = base["stages"]["base_training"]
     sources = [base["metrics"]["energy_measured_by"], cal["energy_source"], iec["energy_source"]]
