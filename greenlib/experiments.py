@@ -92,6 +92,15 @@ def inference_images(ctx: Context, loader, n: int) -> torch.Tensor:
     return torch.cat(xs)[:n].to(ctx.device)
 
 
+def measure_iec(ctx: Context, run: Run, model: torch.nn.Module, tracer: Tracer, test_loader) -> dict[str, Any]:
+    """IEC of ``model`` with the notebook's batch size and window, stored as the run's ``inference`` stage."""
+    images = inference_images(ctx, test_loader, max(ctx.cfg.iec_batch_size * 8, 512))
+    iec = measure_inference(model, images, tracer, batch_size=ctx.cfg.iec_batch_size,
+                            min_seconds=ctx.cfg.iec_min_seconds)
+    run.save_stage("inference", iec, stage_samples(tracer, iec))
+    return iec
+
+
 def train_and_measure(ctx: Context, run: Run, model: torch.nn.Module, seed: int, train_cfg: TrainConfig,
                       stage: str = "base_training", progress: bool = True) -> dict[str, Any]:
     """Train ``model`` (traced, resumable), then its accuracy and IEC; returns the run's metrics."""
@@ -102,10 +111,7 @@ def train_and_measure(ctx: Context, run: Run, model: torch.nn.Module, seed: int,
         summary = trainer.fit(tracer, stage, progress=progress)
         run.save_stage(stage, summary, stage_samples(tracer, summary))
         acc = evaluate(model, test_loader, ctx.device)
-        images = inference_images(ctx, test_loader, max(ctx.cfg.iec_batch_size * 8, 512))
-        iec = measure_inference(model, images, tracer, batch_size=ctx.cfg.iec_batch_size,
-                                min_seconds=ctx.cfg.iec_min_seconds)
-        run.save_stage("inference", iec, stage_samples(tracer, iec))
+        iec = measure_iec(ctx, run, model, tracer, test_loader)
     atomic_torch_save(model.state_dict(), run.folder / "model.pt")
     (run.folder / "checkpoint.pt").unlink(missing_ok=True)
     return {"acc": acc["acc"], "test_loss": acc["test_loss"], "test_images": acc["test_images"],

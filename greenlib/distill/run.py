@@ -25,8 +25,7 @@ import torch
 
 from .. import experiments
 from ..config import ConfigError, Resolved
-from ..experiments import Context, hardware_name, inference_images, shared_config
-from ..inference import measure_inference
+from ..experiments import Context, hardware_name, shared_config
 from ..io import atomic_torch_save
 from ..models import MODELS, build_model, model_info
 from ..results import Run
@@ -213,10 +212,7 @@ def _distill_and_measure(ctx: Context, run: Run, student: torch.nn.Module, teach
         acc = evaluate(student, test_loader, device)
         iec = {}
         if not cfg.iec_shared:
-            images = inference_images(ctx, test_loader, max(cfg.iec_batch_size * 8, 512))
-            iec = measure_inference(student, images, tracer, batch_size=cfg.iec_batch_size,
-                                    min_seconds=cfg.iec_min_seconds)
-            run.save_stage("inference", iec, experiments.stage_samples(tracer, iec))
+            iec = experiments.measure_iec(ctx, run, student, tracer, test_loader)
     atomic_torch_save(student.state_dict(), run.folder / "model.pt")
     for name in ("checkpoint.pt", "pretrain_checkpoint.pt"):
         (run.folder / name).unlink(missing_ok=True)
@@ -250,10 +246,7 @@ def student_iec(ctx: Context, student: str, seed: int) -> dict[str, Any]:
     model = build_model(student, num_classes=ctx.dataset.num_classes).to(ctx.device).eval()
     _, test_loader = ctx.loaders(seed)
     with ctx.tracer() as tracer:
-        images = inference_images(ctx, test_loader, max(ctx.cfg.iec_batch_size * 8, 512))
-        iec = measure_inference(model, images, tracer, batch_size=ctx.cfg.iec_batch_size,
-                                min_seconds=ctx.cfg.iec_min_seconds)
-        run.save_stage("inference", iec, experiments.stage_samples(tracer, iec))
+        iec = experiments.measure_iec(ctx, run, model, tracer, test_loader)
     info = model_info(student, num_classes=ctx.dataset.num_classes)
     return run.finish({"iec_wh": iec["iec_wh"], "iec_j": iec["iec_j"], "latency_ms": iec["latency_ms"],
                        "throughput_ips": iec["throughput_ips"], "energy_measured_by": iec["energy_source"],
