@@ -46,7 +46,7 @@ ZOO_NAMES: tuple[str, ...] = (
     "resnet18", "resnet34", "resnet50",
     "mobilenetv2", "shufflenetv1", "shufflenetv2",
 )
-DATASETS: tuple[str, ...] = ("synthetic", "cifar100")
+DATASETS: tuple[str, ...] = ("synthetic", "cifar100", "synthetic10", "cifar10")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 LOADERS: tuple[str, ...] = ("gpu", "dataloader")
 SOURCES: tuple[str, ...] = ("auto", "counter", "nvml", "smi", "cpu")
@@ -133,6 +133,51 @@ SECTIONS: dict[str, dict[str, Param]] = {
                             choices=("measured", "cited")),
         "iec_shared": Param(bool, "measure IEC once per student architecture and share it across methods"),
     },
+    "nas": {
+        **_COMMON,
+        "strategies": Param(list, "one-shot NAS strategies (NNI), each on the paper's space for it",
+                            choices=("darts", "proxyless")),
+        "search_classes": Param(list, "search on the dataset (100) or on its CIFAR-10-shaped variant (10); "
+                                "retraining always uses the dataset", choices=(100, 10)),
+        "search_epochs": Param(int, "supernet search epochs", min=1),
+        "retrain_epochs": Param(int, "epochs retraining the exported architecture from scratch", min=1),
+        "width": Param(int, "channels of the search space's first stage", min=4),
+        "cells": Param(int, "cells of the DARTS supernet (DARTS: 8)", min=3),
+        "blocks": Param(int, "most blocks per searched ProxylessNAS stage (NNI's space: 4)", min=1),
+        "retrain_width": Param(int, "DARTS: first-stage channels of the retrained network (DARTS: 36)", min=4),
+        "retrain_cells": Param(int, "DARTS: cells of the retrained network (DARTS: 20)", min=3),
+        "lr": Param(float, "learning rate of the supernet's weights and of the retraining (SGD, cosine)",
+                    min=0.0, min_exclusive=True),
+    },
+    "batch_size": {
+        **_COMMON,
+        "pairs": Param(list, "teacher:student pairs (the paper's Figure 4: wrn-40-2:wrn-16-2, resnet110:resnet32)"),
+        "method": Param(str, "distiller whose batch-size sensitivity is measured", choices=("KD", "FitNet", "AT", "SP", "CC", "VID", "RKD", "PKT", "AB", "FT", "FSP", "NST", "CRD")),
+        "batch_sizes": Param(list, "training batch sizes (the paper's Figure 4: 32 to 1024)"),
+        "teacher_epochs": Param(int, "teacher training epochs (a baseline run, shared)", min=1),
+        "student_epochs": Param(int, "distillation epochs at every batch size", min=1),
+        "lr": Param(float, "student learning rate at batch size 64 (scaled by lr_scaling)", min=0.0,
+                    min_exclusive=True),
+        "lr_scaling": Param(str, "fixed: the same lr at every batch size; linear: lr x batch/64",
+                            choices=("fixed", "linear")),
+    },
+    "gpu_type": {
+        **_COMMON,
+        "pair": Param(str, "teacher:student pair of the paper's Table 4 job"),
+        "method": Param(str, "distiller of the Table 4 job", choices=("KD", "FitNet", "AT", "SP", "CC", "VID", "RKD", "PKT", "AB", "FT", "FSP", "NST", "CRD")),
+        "teacher_epochs": Param(int, "teacher training epochs (a baseline run, shared)", min=1),
+        "student_epochs": Param(int, "distillation epochs measured (Table 4 is per epoch)", min=1),
+        "lr": Param(float, "student learning rate", min=0.0, min_exclusive=True),
+    },
+    "analysis": {
+        "redraw_only": _COMMON["redraw_only"],
+        "taus": Param(list, "accuracy tolerances tau (Table 5, Figure 6, crossover tables)"),
+        "tau_mui": Param(float, "MUI of G against tau (the paper's Figure 2 b: 1e9)", min=0.0, min_exclusive=True),
+        "mui_min": Param(float, "smallest MUI drawn; the 'low usage' of the guidelines", min=0.0, min_exclusive=True),
+        "mui_max": Param(float, "largest MUI drawn; the 'high usage' of the guidelines", min=0.0, min_exclusive=True),
+        "representatives": Param(list, "one method label per family for Figure 2 (labels as greenlib.analysis "
+                                 "writes them, e.g. 'vgg16 apoz')"),
+    },
 }
 
 # What each profile means. 'common' applies to every section that declares the name.
@@ -169,6 +214,15 @@ PROFILE_VALUES: dict[str, dict[str, dict[str, Any]]] = {
                           "smi_intervals_s": [0.1, 0.5, 1.0]},
         "distillation": {"pairs": ["resnet20:resnet8"], "methods": ["KD", "CRD"], "teacher_epochs": 1,
                          "student_epochs": 1, "lr": 0.05, "acc_source": "measured", "iec_shared": True},
+        "nas": {"strategies": ["darts", "proxyless"], "search_classes": [100], "search_epochs": 1,
+                "retrain_epochs": 1, "width": 4, "cells": 3, "blocks": 1, "retrain_width": 4, "retrain_cells": 3,
+                "lr": 0.025, "train_size": 32, "test_size": 32, "batch_size": 16},
+        "batch_size": {"pairs": ["wrn-40-2:wrn-16-2"], "method": "KD", "batch_sizes": [32, 64], "teacher_epochs": 1,
+                       "student_epochs": 1, "lr": 0.05, "lr_scaling": "fixed"},
+        "gpu_type": {"pair": "wrn-40-2:wrn-16-2", "method": "KD", "teacher_epochs": 1, "student_epochs": 1,
+                     "lr": 0.05},
+        "analysis": {"redraw_only": False, "taus": [2, 5, 10], "tau_mui": 1e9, "mui_min": 1e6, "mui_max": 1e11,
+                     "representatives": ["vgg16 baseline", "vgg16 apoz", "vgg16 fp16", "resnet20→resnet8 CRD", "darts"]},
     },
     "quick": {
         "environment": {"redraw_only": False},
@@ -183,11 +237,22 @@ PROFILE_VALUES: dict[str, dict[str, dict[str, Any]]] = {
                     "base_epochs": 10, "finetune_epochs": 2, "lr": 0.01, "prune_epochs": 1, "prune_iterations": 4},
         "sampling_rate": {"model": "wrn-16-2", "epochs": 3, "base_interval_s": 0.02,
                           "smi_intervals_s": [0.1, 0.5, 1.0]},
-        "distillation": {"pairs": ["vgg13:vgg8", "resnet56:resnet20", "wrn-40-2:wrn-16-2"],
+        "distillation": {"pairs": ["vgg13:vgg8", "resnet56:resnet20"],  # wrn-40-2:wrn-16-2: notebooks 10, 12
                          "methods": ["KD", "FitNet", "AT", "SP", "CC", "VID", "RKD", "PKT", "AB", "FT", "FSP", "NST",
                                      "CRD"],
-                         "teacher_epochs": 5, "student_epochs": 2, "lr": 0.05, "acc_source": "measured",
-                         "train_size": 10_000, "iec_min_seconds": 2.0, "iec_shared": True},
+                         # teachers are notebook 01's 10-epoch baselines (same data and measurement)
+                         "teacher_epochs": 10, "student_epochs": 5, "lr": 0.05, "acc_source": "measured",
+                         "iec_shared": True},
+        "nas": {"strategies": ["darts", "proxyless"], "search_classes": [100, 10], "search_epochs": 2,
+                "retrain_epochs": 5, "width": 16, "cells": 5, "blocks": 2, "retrain_width": 16, "retrain_cells": 5,
+                "lr": 0.025, "train_size": 10_000, "iec_min_seconds": 2.0},
+        "batch_size": {"pairs": ["wrn-40-2:wrn-16-2", "resnet110:resnet32"], "method": "KD",
+                       "batch_sizes": [32, 64, 128, 256, 512, 1024], "teacher_epochs": 2, "student_epochs": 2,
+                       "lr": 0.05, "lr_scaling": "fixed", "iec_min_seconds": 2.0},
+        "gpu_type": {"pair": "wrn-40-2:wrn-16-2", "method": "KD", "teacher_epochs": 2, "student_epochs": 3,
+                     "lr": 0.05, "batch_size": 64, "iec_min_seconds": 2.0},
+        "analysis": {"redraw_only": False, "taus": [2, 5, 10], "tau_mui": 1e9, "mui_min": 1e6, "mui_max": 1e11,
+                     "representatives": ["vgg16 baseline", "vgg16 apoz", "vgg16 fp16", "vgg13→vgg8 CRD", "proxyless"]},
     },
     "paper": {
         # NNI's CIFAR baselines: 160 epochs, SGD lr 0.1, step decay (x0.1 at 50% and 75%).
@@ -211,6 +276,18 @@ PROFILE_VALUES: dict[str, dict[str, dict[str, Any]]] = {
                                      "CRD"],
                          "teacher_epochs": 240, "student_epochs": 240, "lr": 0.05, "acc_source": "measured",
                          "batch_size": 64, "iec_shared": False},
+        # DARTS (and NNI's DARTS example): search 50 epochs at 8 cells x 16 channels, batch 64; retrain the
+        # cells 600 epochs at 20 x 36. ProxylessNAS: NNI's space (at most 4 blocks per stage), same epochs.
+        "nas": {"strategies": ["darts", "proxyless"], "search_classes": [100, 10], "search_epochs": 50,
+                "retrain_epochs": 600, "width": 16, "cells": 8, "blocks": 4, "retrain_width": 36,
+                "retrain_cells": 20, "lr": 0.025, "batch_size": 64},
+        "batch_size": {"pairs": ["wrn-40-2:wrn-16-2", "resnet110:resnet32"], "method": "KD",
+                       "batch_sizes": [32, 64, 128, 256, 512, 1024], "teacher_epochs": 240, "student_epochs": 240,
+                       "lr": 0.05, "lr_scaling": "fixed"},
+        "gpu_type": {"pair": "wrn-40-2:wrn-16-2", "method": "KD", "teacher_epochs": 240, "student_epochs": 240,
+                     "lr": 0.05, "batch_size": 64},
+        "analysis": {"redraw_only": False, "taus": [2, 5, 10], "tau_mui": 1e9, "mui_min": 1e6, "mui_max": 1e11,
+                     "representatives": ["vgg16 baseline", "vgg16 apoz", "vgg16 int8", "vgg13→vgg8 CRD", "proxyless"]},
     },
 }
 

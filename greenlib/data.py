@@ -1,7 +1,9 @@
 """Datasets and the loaders that feed them to a trainer.
 
-Two datasets (:data:`DATASETS`), both CIFAR-100-shaped (50,000 train / 10,000 test, 3x32x32 uint8,
-100 classes), returned as a :class:`Dataset` of CPU tensors:
+Four datasets (:data:`DATASETS`), CIFAR-shaped (50,000 train / 10,000 test, 3x32x32 uint8),
+returned as a :class:`Dataset` of CPU tensors: ``cifar100`` and its stand-in ``synthetic`` (100
+classes), and ``cifar10`` and its stand-in ``synthetic10`` (10 classes; NAS searches on them for the
+paper's second NAS rows). :func:`variant` maps a dataset to its counterpart with other classes.
 
 - ``cifar100``: the real data through torchvision, from ``data/cifar100/``. It is downloaded only
   on request (``load_dataset("cifar100", download=True)`` or
@@ -10,6 +12,8 @@ Two datasets (:data:`DATASETS`), both CIFAR-100-shaped (50,000 train / 10,000 te
 - ``synthetic``: an offline stand-in the repo generates from a seed in a second or two and caches
   in ``paths.cache_dir()``. Same shapes and counts, so one epoch costs what a CIFAR-100 epoch
   costs; accuracies are NOT comparable with CIFAR-100 (see ``docs/datasets.md``).
+- ``cifar10`` / ``synthetic10``: the same for CIFAR-10 (``data/cifar10/``) and a 10-class stand-in:
+  10 of the stand-in's 100 classes (one from each of 10 different groups), with images of their own.
 
 Two loader kinds (:data:`LOADER_KINDS`), built by :func:`make_loaders`, both yielding
 ``(x, y)``: ``x`` float32 NCHW normalised on the device, ``y`` int64 on the device:
@@ -44,12 +48,17 @@ import torch.nn.functional as F
 from . import paths
 from .io import atomic_write_bytes
 
-DATASETS: tuple[str, ...] = ("synthetic", "cifar100")
+DATASETS: tuple[str, ...] = ("synthetic", "cifar100", "synthetic10", "cifar10")
+CLASSES: dict[str, int] = {"synthetic": 100, "cifar100": 100, "synthetic10": 10, "cifar10": 10}
+_VARIANTS: dict[str, dict[int, str]] = {  # the same kind of data with 100 or 10 classes
+    "synthetic": {100: "synthetic", 10: "synthetic10"}, "synthetic10": {100: "synthetic", 10: "synthetic10"},
+    "cifar100": {100: "cifar100", 10: "cifar10"}, "cifar10": {100: "cifar100", 10: "cifar10"},
+}
 LOADER_KINDS: tuple[str, ...] = ("gpu", "dataloader")
 
 IMAGE_PX = 32  # CIFAR images are 32x32
 PAD_PX = 4  # RandomCrop(32, padding=4)
-NUM_CLASSES = 100
+NUM_CLASSES = 100  # the stand-in's classes (synthetic10 takes 10 of them: SYNTHETIC10_CLASSES)
 TRAIN_SIZE = 50_000  # images in the CIFAR-100 training set
 TEST_SIZE = 10_000  # images in the CIFAR-100 test set
 
@@ -144,24 +153,37 @@ def _channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...
     return tuple(means), tuple(stds)
 
 
+def variant(name: str, num_classes: int) -> str:
+    """The dataset like ``name`` with ``num_classes`` classes: ``variant("synthetic", 10) == "synthetic10"``,
+    ``variant("cifar100", 10) == "cifar10"``. ValueError names a bad name or class count."""
+    if name not in _VARIANTS:
+        raise ValueError(f"unknown dataset {name!r}; accepted: {', '.join(DATASETS)}")
+    if num_classes not in _VARIANTS[name]:
+        raise ValueError(f"num_classes={num_classes!r} has no {name} variant; accepted: "
+                         f"{', '.join(map(str, _VARIANTS[name]))}")
+    return _VARIANTS[name][num_classes]
+
+
 def load_dataset(name: str, seed: int = 0, download: bool = False, root: str | Path | None = None) -> Dataset:
     """Load ``name`` (one of :data:`DATASETS`) as CPU tensors.
 
-    ``synthetic``: generated from ``seed`` (an int >= 0) and cached in ``root`` (default
-    ``paths.cache_dir()``); a cache that cannot be read is regenerated, with a warning.
+    ``synthetic`` / ``synthetic10``: generated from ``seed`` (an int >= 0) and cached in ``root``
+    (default ``paths.cache_dir()``); a cache that cannot be read is regenerated, with a warning.
     ``download`` is ignored: nothing is fetched.
 
-    ``cifar100``: read by torchvision from ``root`` (default ``data/cifar100/``); ``seed`` is
-    ignored. Fetched from the internet only when ``download=True``.
+    ``cifar100`` / ``cifar10``: read by torchvision from ``root`` (default ``data/<name>/``); ``seed``
+    is ignored. Fetched from the internet only when ``download=True``.
 
-    Raises ValueError for an unknown name or a bad seed, DatasetError when CIFAR-100 is missing
+    Raises ValueError for an unknown name or a bad seed, DatasetError when CIFAR is missing
     (the message names the folder and the command that fetches it) or its download fails.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; accepted: {', '.join(DATASETS)}")
-    if name == "synthetic":
-        return _load_synthetic(seed, Path(root) if root is not None else paths.cache_dir())
-    return _load_cifar100(Path(root) if root is not None else paths.data_dir() / "cifar100", download)
+    if name.startswith("synthetic"):
+        return _load_synthetic(seed, Path(root) if root is not None else paths.cache_dir(),
+                               num_classes=CLASSES[name])
+    folder = Path(root) if root is not None else paths.data_dir() / name
+    return _load_cifar100(folder, download) if name == "cifar100" else _load_cifar10(folder, download)
 
 
 # --------------------------------------------------------------------------------------------
@@ -173,25 +195,36 @@ FETCH_COMMAND = "python -m greenlib.data download cifar100"
 def _load_cifar100(root: Path, download: bool) -> Dataset:
     from torchvision.datasets import CIFAR100
 
+    return _load_torchvision(CIFAR100, "cifar100", "CIFAR-100", 100, root, download)
+
+
+def _load_cifar10(root: Path, download: bool) -> Dataset:
+    from torchvision.datasets import CIFAR10
+
+    return _load_torchvision(CIFAR10, "cifar10", "CIFAR-10", 10, root, download)
+
+
+def _load_torchvision(cls, name: str, title: str, num_classes: int, root: Path, download: bool) -> Dataset:
     splits = {}
+    fetch = FETCH_COMMAND.replace("cifar100", name)
     for train in (True, False):
         try:
-            ds = CIFAR100(root=str(root), train=train, download=download)
+            ds = cls(root=str(root), train=train, download=download)
         except RuntimeError as e:  # torchvision: "Dataset not found or corrupted ..."
             raise DatasetError(
-                f"CIFAR-100 not found (or corrupt) in {root}: fetch it once with `{FETCH_COMMAND}` "
-                f"(needs internet) or load_dataset('cifar100', download=True); torchvision said: {e}"
+                f"{title} not found (or corrupt) in {root}: fetch it once with `{fetch}` "
+                f"(needs internet) or load_dataset('{name}', download=True); torchvision said: {e}"
             ) from None
         except OSError as e:  # URLError, connection refused, disk full, ... during a download
-            raise DatasetError(f"could not download CIFAR-100 into {root}: {type(e).__name__}: {e}") from None
+            raise DatasetError(f"could not download {title} into {root}: {type(e).__name__}: {e}") from None
         x = torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))  # NHWC -> NCHW
         y = torch.as_tensor(ds.targets, dtype=torch.int64)
         splits[train] = (x, y)
     mean, std = _channel_stats(splits[True][0])
     return Dataset(
-        name="cifar100", train_x=splits[True][0], train_y=splits[True][1],
-        test_x=splits[False][0], test_y=splits[False][1], num_classes=NUM_CLASSES,
-        mean=mean, std=std, description="CIFAR-100 (torchvision)",
+        name=name, train_x=splits[True][0], train_y=splits[True][1],
+        test_x=splits[False][0], test_y=splits[False][1], num_classes=num_classes,
+        mean=mean, std=std, description=f"{title} (torchvision)",
     )
 
 
@@ -217,14 +250,16 @@ _RADIUS_PX = 9.0  # blob radius, times uniform(0.75, 1.25)
 _ORIENT_JITTER = 0.20  # per-image texture orientation jitter, normal std in radians
 _FREQ_JITTER = 0.10  # per-image texture frequency jitter, uniform +- this fraction
 _CHUNK = 4096  # images per generation step (fixed: the random draws depend on it)
+SYNTHETIC10_CLASSES = tuple(range(0, NUM_CLASSES, 10))  # synthetic10's classes: one per group, 10 groups
+_SPLIT_TAGS = {100: (1, 2), 10: (3, 4)}  # random streams of (train, test): synthetic10 draws images of its own
 
 
 def synthetic_cache_path(seed: int = 0, root: str | Path | None = None,
-                         n_train: int = TRAIN_SIZE, n_test: int = TEST_SIZE) -> Path:
+                         n_train: int = TRAIN_SIZE, n_test: int = TEST_SIZE, num_classes: int = NUM_CLASSES) -> Path:
     """Where the generated dataset for ``seed`` is cached (``root`` defaults to ``paths.cache_dir()``)."""
     root = Path(root) if root is not None else paths.cache_dir()
     sizes = "" if (n_train, n_test) == (TRAIN_SIZE, TEST_SIZE) else f"-{n_train}x{n_test}"
-    return root / f"synthetic-cifar100-v{SYNTHETIC_VERSION}-seed{seed}{sizes}.pt"
+    return root / f"synthetic-cifar{num_classes}-v{SYNTHETIC_VERSION}-seed{seed}{sizes}.pt"
 
 
 def _check_seed(seed: int) -> int:
@@ -233,17 +268,18 @@ def _check_seed(seed: int) -> int:
     return int(seed)
 
 
-def _load_synthetic(seed: int, root: Path, n_train: int = TRAIN_SIZE, n_test: int = TEST_SIZE) -> Dataset:
+def _load_synthetic(seed: int, root: Path, n_train: int = TRAIN_SIZE, n_test: int = TEST_SIZE,
+                    num_classes: int = NUM_CLASSES) -> Dataset:
     seed = _check_seed(seed)
-    path = synthetic_cache_path(seed, root, n_train, n_test)
+    path = synthetic_cache_path(seed, root, n_train, n_test, num_classes)
     if path.exists():
         try:
-            return _read_synthetic_cache(path, seed, n_train, n_test)
+            return _read_synthetic_cache(path, seed, n_train, n_test, num_classes)
         except Exception as e:  # any unreadable cache is re-creatable: say so, then regenerate
             reason = (str(e).splitlines() or [""])[0][:200]
             warnings.warn(f"synthetic cache {path} is unreadable ({type(e).__name__}: {reason}); regenerating",
                           RuntimeWarning, stacklevel=3)
-    ds = make_synthetic(seed, n_train, n_test)
+    ds = make_synthetic(seed, n_train, n_test, num_classes=num_classes)
     buf = io.BytesIO()
     torch.save({"version": SYNTHETIC_VERSION, "seed": seed, "train_x": ds.train_x, "train_y": ds.train_y,
                 "test_x": ds.test_x, "test_y": ds.test_y, "mean": list(ds.mean), "std": list(ds.std)}, buf)
@@ -251,7 +287,7 @@ def _load_synthetic(seed: int, root: Path, n_train: int = TRAIN_SIZE, n_test: in
     return ds
 
 
-def _read_synthetic_cache(path: Path, seed: int, n_train: int, n_test: int) -> Dataset:
+def _read_synthetic_cache(path: Path, seed: int, n_train: int, n_test: int, num_classes: int = NUM_CLASSES) -> Dataset:
     blob = torch.load(path, map_location="cpu", weights_only=True)
     if blob.get("version") != SYNTHETIC_VERSION or blob.get("seed") != seed:
         raise ValueError(f"holds version {blob.get('version')} seed {blob.get('seed')}, "
@@ -260,19 +296,21 @@ def _read_synthetic_cache(path: Path, seed: int, n_train: int, n_test: int) -> D
     if tuple(blob["train_x"].shape) != (n_train, *shape) or tuple(blob["test_x"].shape) != (n_test, *shape):
         raise ValueError(f"shapes {tuple(blob['train_x'].shape)} / {tuple(blob['test_x'].shape)} do not match")
     return _synthetic_dataset(seed, blob["train_x"], blob["train_y"], blob["test_x"], blob["test_y"],
-                              tuple(blob["mean"]), tuple(blob["std"]))
+                              tuple(blob["mean"]), tuple(blob["std"]), num_classes)
 
 
-def _synthetic_dataset(seed, train_x, train_y, test_x, test_y, mean, std) -> Dataset:
-    ds = Dataset(name="synthetic", train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
-                 num_classes=NUM_CLASSES, mean=mean, std=std,
-                 description=f"synthetic CIFAR-100-shaped stand-in (seed {seed}), NOT CIFAR-100")
-    if int(train_y.min()) < 0 or int(train_y.max()) >= NUM_CLASSES:
+def _synthetic_dataset(seed, train_x, train_y, test_x, test_y, mean, std, num_classes: int = NUM_CLASSES) -> Dataset:
+    name, title = ("synthetic", "CIFAR-100") if num_classes == NUM_CLASSES else ("synthetic10", "CIFAR-10")
+    ds = Dataset(name=name, train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
+                 num_classes=num_classes, mean=mean, std=std,
+                 description=f"synthetic {title}-shaped stand-in (seed {seed}), NOT {title}")
+    if int(train_y.min()) < 0 or int(train_y.max()) >= num_classes:
         raise ValueError("labels out of range")
     return ds
 
 
-def make_synthetic(seed: int = 0, n_train: int = TRAIN_SIZE, n_test: int = TEST_SIZE) -> Dataset:
+def make_synthetic(seed: int = 0, n_train: int = TRAIN_SIZE, n_test: int = TEST_SIZE,
+                   num_classes: int = NUM_CLASSES) -> Dataset:
     """Generate the synthetic stand-in (not cached; :func:`load_dataset` caches it).
 
     100 classes in 20 groups of 5. An image is a group-specific low-frequency colour field plus
@@ -283,20 +321,29 @@ def make_synthetic(seed: int = 0, n_train: int = TRAIN_SIZE, n_test: int = TEST_
     strong per-pixel noise. About 1.5 s for the default sizes on 2 CPU cores. Labels come in blocks of
     100 holding each class once, so every prefix is balanced. Deterministic given ``seed``;
     the test set does not depend on ``n_train``. See docs/datasets.md.
+
+    ``num_classes=10`` gives ``synthetic10``: the classes :data:`SYNTHETIC10_CLASSES` of the same
+    class parameters (one from each of 10 groups), relabelled 0-9, with images drawn from random
+    streams of their own (none is an image of ``synthetic``).
     """
     seed = _check_seed(seed)
     n_train = _check_size("n_train", n_train, 10 ** 7)
     n_test = _check_size("n_test", n_test, 10 ** 7)
+    if num_classes not in _SPLIT_TAGS:
+        raise ValueError(f"num_classes={num_classes!r} is not accepted; accepted: "
+                         f"{', '.join(map(str, _SPLIT_TAGS))}")
     protos = _class_parameters(np.random.default_rng([seed, 0]))
+    if num_classes != NUM_CLASSES:
+        protos = {k: v[list(SYNTHETIC10_CLASSES)] for k, v in protos.items()}
     splits = []
-    for tag, n in ((1, n_train), (2, n_test)):
+    for tag, n in zip(_SPLIT_TAGS[num_classes], (n_train, n_test)):
         rng = np.random.default_rng([seed, tag])
-        blocks = -(-n // NUM_CLASSES)
-        labels = np.concatenate([rng.permutation(NUM_CLASSES) for _ in range(blocks)])[:n]
+        blocks = -(-n // num_classes)
+        labels = np.concatenate([rng.permutation(num_classes) for _ in range(blocks)])[:n]
         splits.append((_render(protos, labels, rng), torch.from_numpy(labels.astype(np.int64))))
     (train_x, train_y), (test_x, test_y) = splits
     mean, std = _channel_stats(train_x)
-    return _synthetic_dataset(seed, train_x, train_y, test_x, test_y, mean, std)
+    return _synthetic_dataset(seed, train_x, train_y, test_x, test_y, mean, std, num_classes)
 
 
 def _class_parameters(rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -618,9 +665,9 @@ def make_loaders(ds: Dataset, kind: str, batch_size: int, device: torch.device |
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m greenlib.data", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    dl = sub.add_parser("download", help="fetch CIFAR-100 (needs internet) or generate the synthetic set")
+    dl = sub.add_parser("download", help="fetch CIFAR-100 or CIFAR-10 (needs internet) or generate a synthetic set")
     dl.add_argument("dataset", choices=DATASETS)
-    dl.add_argument("--root", default=None, help="folder (default: data/cifar100/ or the cache folder)")
+    dl.add_argument("--root", default=None, help="folder (default: data/<dataset>/ or the cache folder)")
     dl.add_argument("--seed", type=int, default=0, help="synthetic only: generator seed")
     args = parser.parse_args(argv)
     try:

@@ -163,3 +163,62 @@ def plot_power_series(series: dict[str, pd.DataFrame], *, title: str, reference_
     ax.legend(fontsize=8, frameon=False)
     _style(ax)
     return fig
+
+
+BATCH_PANELS: tuple[tuple[str, str], ...] = (
+    ("gpu_util_pct", "GPU utilisation (%)"), ("mem_util_pct", "memory utilisation (%)"),
+    ("mean_power_w", "mean power (W)"), ("elapsed_s_per_epoch", "time per epoch (s)"),
+    ("energy_wh_per_epoch", "energy per epoch (W·h)"))
+
+
+def plot_batch_size_panels(summary: pd.DataFrame, *, title: str, hue: str = "pair",
+                           panels: tuple[tuple[str, str], ...] = BATCH_PANELS) -> Figure:
+    """The paper's Figure 4: one panel per GPU quantity against the batch size (log2 axis)."""
+    fig, axes = subplots(len(panels), width=3.6, height=3.4)
+    palette = method_palette(summary[hue].unique())
+    for ax, (col, label) in zip(axes, panels):
+        sns.lineplot(summary, x="batch_size", y=col, hue=hue, marker="o", palette=palette, ax=ax,
+                     legend=ax is axes[0])
+        ax.set_xscale("log", base=2)
+        ax.set(xlabel="batch size", ylabel=label)
+        ax.set_xticks(sorted(summary["batch_size"].unique()), [f"{b:g}" for b in sorted(summary["batch_size"].unique())])
+        ax.tick_params(axis="x", labelrotation=45)
+        _style(ax)
+    if axes[0].get_legend():
+        axes[0].legend(fontsize=8, frameon=False)
+    fig.suptitle(title)
+    return fig
+
+
+def plot_gpu_types(table: pd.DataFrame, *, title: str,
+                   panels: tuple[tuple[str, str], ...] = (("elapsed_s", "time per epoch (s)"),
+                                                          ("energy_wh", "energy per epoch (W·h)"),
+                                                          ("avg_power_w", "mean power (W)"))) -> Figure:
+    """The paper's Table 4 as bars: one bar per GPU (``gpu``), coloured by ``source`` (ours / paper)."""
+    fig, axes = subplots(len(panels), width=4.2, height=3.8)
+    palette = method_palette(table["source"].unique())
+    for ax, (col, label) in zip(axes, panels):
+        sns.barplot(table, y="gpu", x=col, hue="source", palette=palette, dodge=False, ax=ax,
+                    legend=ax is axes[0])
+        ax.set(xlabel=label, ylabel="")
+        _style(ax)
+    fig.suptitle(title)
+    return fig
+
+
+def plot_method_bars(runs: pd.DataFrame, order, *, title: str,
+                     panels: tuple[tuple[str, str], ...] = (("acc_percent", "Acc (%)"), ("tec_wh", "TEC (W·h)"),
+                                                            ("iec_wh", "IEC (W·h)"))) -> Figure:
+    """Acc, TEC and IEC per method (``label``) from one row per run; error bars: SD over seeds."""
+    d = runs.assign(acc_percent=100 * runs["acc"].astype(float))
+    fig, axes = subplots(len(panels), width=4.4, height=0.5 * len(order) + 1.8)
+    palette = method_palette(order)
+    for ax, (col, label) in zip(axes, panels):
+        sns.barplot(d, y="label", x=col, hue="label", order=order, hue_order=order, palette=palette,
+                    errorbar="sd", legend=False, ax=ax)
+        ax.set(xlabel=label, ylabel="")
+        if col == "iec_wh":
+            ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
+        _style(ax)
+    fig.suptitle(title)
+    return fig

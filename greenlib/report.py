@@ -132,3 +132,11 @@ def stage_table(runs: pd.DataFrame, stages: Sequence[str], keys: Sequence[str] =
             if pd.notna(r.get(f"{s}.elapsed_s")):  # runs without this stage are left out
                 rows.append({**{k: r[k] for k in keys}, "stage": s, **{f: r.get(f"{s}.{f}") for f in fields}})
     return pd.DataFrame(rows)
+
+
+def slug(text: str) -> str:
+    """A file-name-safe lower-case form of ``text``: ``NVIDIA H100 80GB HBM3`` -> ``nvidia-h100-80gb-hbm3``."""
+    out = re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-")
+    if not out:
+        raise ValueError(f"slug: {text!r} has no letters or digits")
+    return out

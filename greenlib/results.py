@@ -232,3 +232,26 @@ def _safe(name: str) -> str:
 
 
 __all__ = ["ResultsStore", "Run", "run_id", "flatten_result", "CorruptRunWarning"]
+
+
+def same_value(stored: Any, want: Any) -> bool:
+    """A stored config value equals the wanted one: None and NaN match each other, lists match
+    tuples item by item (the store's tables turn lists into tuples)."""
+    if want is None or (isinstance(want, float) and want != want):
+        return stored is None or (isinstance(stored, float) and stored != stored)
+    if isinstance(want, (list, tuple)):
+        return isinstance(stored, (list, tuple)) and list(stored) == list(want)
+    return bool(stored == want)
+
+
+def config_mask(df: "pandas.DataFrame", want: Mapping[str, Any]) -> "pandas.Series":
+    """Rows of a :meth:`ResultsStore.load_results` table whose config holds every ``want`` value
+    (all False where the table lacks one of its keys)."""
+    import pandas as pd
+
+    if not set(want) <= set(df.columns):
+        return pd.Series(False, index=df.index)
+    mask = pd.Series(True, index=df.index)
+    for key, value in want.items():
+        mask &= df[key].map(lambda v, w=value: same_value(v, w))
+    return mask

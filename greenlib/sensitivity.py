@@ -1,9 +1,14 @@
-"""Sensitivity studies (the paper's Section 4.3): how the measurement itself moves the numbers.
+"""Sensitivity studies (the paper's Section 4.3): what moves the numbers besides the method.
 
 :func:`run_sampling_study` is notebook 11's run: train a model for a few epochs while a fast NVML
 tracer (both power fields, energy counter at the window edges) and one ``nvidia-smi -q -x`` tracer
 per interval (the paper's method) record the same window; store every series and each one's
 error against the counter.
+
+:func:`run_batch_size_study` (notebook 10, the paper's Figure 4) and :func:`run_gpu_type_job`
+(notebook 12, its Table 4) are ordinary distillation runs (``greenlib.distill``) of one KD job,
+at several batch sizes or on whatever GPU runs the notebook; :func:`epoch_table` and
+:func:`per_epoch_summary` read their per-epoch tracer windows back from the results store.
 """
 from __future__ import annotations
 
@@ -12,7 +17,8 @@ from typing import Any
 import pandas as pd
 import torch
 
-from .config import Resolved
+from . import config as _config
+from .config import ConfigError, Resolved
 from .experiments import Context, hardware_name, shared_config
 from .io import atomic_write_text
 from .models import build_model
@@ -88,3 +94,200 @@ def study_errors(run: Run) -> pd.DataFrame:
 def study_series(run: Run) -> dict[str, pd.DataFrame]:
     """Every stored power series of one study: ``{"fast-counter": samples, "smi-0.1s": ...}``."""
     return {p.name: read_trace(p).samples for p in sorted((run.folder / "traces").iterdir()) if p.is_dir()}
+
+
+# --- notebooks 10 and 12: one KD job at several batch sizes, and on several GPU types ----------
+
+LR_REFERENCE_BATCH = 64  # lr_scaling="linear": lr x batch_size / 64 (RepDistiller's batch size)
+
+
+def study_lr(cfg: Resolved, batch_size: int) -> float:
+    """The student learning rate at ``batch_size``: fixed, or scaled linearly from batch 64."""
+    return cfg.lr * batch_size / LR_REFERENCE_BATCH if cfg.get("lr_scaling") == "linear" else cfg.lr
+
+
+def distillation_params(cfg: Resolved, pair: str, batch_size: int | None = None) -> Resolved:
+    """The ``distillation``-section parameters of the study's KD job for ``pair`` at ``batch_size``.
+
+    The data and measurement parameters are the study's own (``cfg``), so the job's runs are
+    ordinary distillation runs, cached and selected like notebook 04's.
+    """
+    shared = {k: cfg[k] for k in _config.COMMON_PARAMS if k in cfg}
+    bs = cfg.batch_size if batch_size is None else batch_size
+    return _config.resolve("distillation", profile=cfg.profile, **(shared | {"batch_size": bs}), pairs=[pair],
+                           methods=[cfg.method], teacher_epochs=cfg.teacher_epochs,
+                           student_epochs=cfg.student_epochs, lr=study_lr(cfg, bs), acc_source="measured",
+                           iec_shared=True)
+
+
+def check_batch_sizes(cfg: Resolved) -> list[int]:
+    """The study's batch sizes, each an int in [1, train_size]; ConfigError names a bad one."""
+    sizes = list(cfg.batch_sizes)
+    if not sizes:
+        raise ConfigError("batch_size.batch_sizes is empty; give at least one batch size, e.g. [64, 128]")
+    for b in sizes:
+        if isinstance(b, bool) or not isinstance(b, int) or not 1 <= b <= cfg.train_size:
+            raise ConfigError(f"batch_size.batch_sizes has {b!r}; every batch size must be an int in "
+                              f"[1, train_size={cfg.train_size}]")
+    if len(set(sizes)) != len(sizes):
+        raise ConfigError(f"batch_size.batch_sizes={sizes} repeats a value")
+    return sorted(sizes)
+
+
+def _job_context(ctx: Context, params: Resolved) -> Context:
+    return Context(params, ctx.device, ctx.dataset, ctx.store, ctx.environment)
+
+
+def run_batch_size_study(ctx: Context, seed: int = 0, progress: bool = True) -> list[dict[str, Any]]:
+    """Distil every pair with ``cfg.method`` at every batch size (cached runs are reused).
+
+    The teacher of a pair is trained once, at the study's own ``batch_size``, and shared by
+    every batch size: only the distillation stage varies, as in the paper's Figure 4.
+    """
+    from .distill.run import parse_pairs, run_distillation
+
+    cfg = ctx.cfg
+    sizes = check_batch_sizes(cfg)
+    pairs = parse_pairs(cfg.pairs)
+    out = []
+    for pair, (teacher, student) in zip(cfg.pairs, pairs):
+        teacher_ctx = _job_context(ctx, distillation_params(cfg, pair))
+        for bs in sizes:
+            job = _job_context(ctx, distillation_params(cfg, pair, bs))
+            out.append(run_distillation(job, teacher, student, cfg.method, seed, progress=progress,
+                                        teacher_ctx=teacher_ctx))
+    return out
+
+
+def run_gpu_type_job(ctx: Context, seed: int = 0, progress: bool = True) -> dict[str, Any]:
+    """The paper's Table 4 job (KD of ``cfg.pair``) on this machine's GPU; cached per GPU model."""
+    from .distill.run import parse_pairs, run_distillation
+
+    ((teacher, student),) = parse_pairs([ctx.cfg.pair])
+    return run_distillation(_job_context(ctx, distillation_params(ctx.cfg, ctx.cfg.pair)), teacher, student,
+                            ctx.cfg.method, seed, progress=progress)
+
+
+def stored_jobs(cfg: Resolved, pairs: list[str], batch_sizes: list[int | None]) -> pd.DataFrame:
+    """The complete distillation runs of the study's jobs, on any hardware, with ``pair``."""
+    from .distill.run import stored_distillations
+
+    frames = [stored_distillations(distillation_params(cfg, pair, bs)).assign(pair=pair)
+              for pair in pairs for bs in batch_sizes]
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+EPOCH_FIELDS = {"window.elapsed_s": "elapsed_s", "window.energy_j": "energy_j",
+                "window.mean_power_w": "mean_power_w", "window.mean_gpu_util_pct": "gpu_util_pct",
+                "window.mean_mem_util_pct": "mem_util_pct", "window.max_mem_used_mib": "max_mem_used_mib"}
+
+
+def epoch_table(runs: pd.DataFrame, store, stage: str = "distillation",
+                keys: tuple[str, ...] = ("pair", "batch_size", "hardware", "seed")) -> pd.DataFrame:
+    """One row per (run, epoch of ``stage``): time, energy, power, utilisation, training accuracy.
+
+    ``runs`` are rows of :meth:`ResultsStore.load_results` (``run_id`` plus ``keys``); the
+    epochs come from each run's stored stage summary (its per-epoch tracer windows).
+    """
+    rows = []
+    for _, r in runs.iterrows():
+        res = store.get(r["run_id"]).result
+        if stage not in res["stages"]:
+            raise KeyError(f"run {r['run_id']} has no stage {stage!r}; it has {', '.join(res['stages'])}")
+        for e in res["stages"][stage].get("epochs", []):
+            row = {"run_id": r["run_id"], **{k: r[k] for k in keys if k in r}, "epoch": e["epoch"],
+                   "train_acc": e["train_acc"], "images": e["images"]}
+            row |= {new: e.get(old, float("nan")) for old, new in EPOCH_FIELDS.items()}
+            rows.append(row)
+    df = pd.DataFrame(rows)
+    if len(df):
+        df["energy_wh"] = df["energy_j"] / 3600.0
+        if "batch_size" in df and df["batch_size"].notna().all():
+            df["batch_size"] = df["batch_size"].astype(int)
+    return df
+
+
+def per_epoch_summary(epochs: pd.DataFrame, keys: list[str], skip_first: bool = True) -> pd.DataFrame:
+    """Per ``keys``: mean seconds and W·h per epoch, time-weighted mean power and utilisation.
+
+    ``skip_first`` leaves out epoch 0 where later epochs exist: it holds the one-off costs
+    (cuDNN autotuning, allocator growth) that the paper's per-epoch figures do not show.
+    """
+    def one(g: pd.DataFrame) -> pd.Series:
+        steady = g[g["epoch"] > g["epoch"].min()] if skip_first and len(g) > 1 else g
+        t = steady["elapsed_s"]
+        tw = lambda col: float((steady[col] * t).sum() / t.sum()) if t.sum() > 0 else float("nan")  # noqa: E731
+        return pd.Series({"epochs_averaged": len(steady), "elapsed_s_per_epoch": float(t.mean()),
+                          "energy_wh_per_epoch": float(steady["energy_wh"].mean()),
+                          "mean_power_w": tw("mean_power_w"), "gpu_util_pct": tw("gpu_util_pct"),
+                          "mem_util_pct": tw("mem_util_pct"), "max_mem_used_mib": float(steady["max_mem_used_mib"].max()),
+                          "images_per_s": float(steady["images"].sum() / t.sum()) if t.sum() > 0 else float("nan")})
+
+    return epochs.groupby(keys, sort=True).apply(one, include_groups=False).reset_index()
+
+
+def energy_to_accuracy(epochs: pd.DataFrame, keys: list[str], within: list[str]) -> pd.DataFrame:
+    """Per ``keys``: W·h and seconds until the running training accuracy first reaches a target.
+
+    The target of each ``within`` group (e.g. one pair on one GPU) is the lowest final training
+    accuracy of its ``keys`` groups (e.g. batch sizes), so every one of them reaches it. Whole
+    epochs from the first are counted.
+    """
+    last = epochs.sort_values("epoch").groupby(keys).train_acc.last()
+    targets = last.groupby(within).min().rename("target_train_acc").reset_index()
+    rows = []
+    for key, g in epochs.merge(targets, on=within).groupby(keys, sort=True):
+        g = g.sort_values("epoch")
+        upto = g.iloc[:int((g["train_acc"] >= g["target_train_acc"]).to_numpy().argmax()) + 1]
+        rows.append({**dict(zip(keys, key)), "target_train_acc": float(g["target_train_acc"].iloc[0]),
+                     "epochs_to_target": len(upto), "energy_wh_to_target": float(upto["energy_wh"].sum()),
+                     "elapsed_s_to_target": float(upto["elapsed_s"].sum())})
+    return pd.DataFrame(rows)
+
+
+def batch_size_findings(summary: pd.DataFrame, knee: int = 256, tolerance_pct: float = 5.0,
+                        keys: tuple[str, ...] = ("pair", "hardware")) -> pd.DataFrame:
+    """Where the energy per epoch is lowest, and the paper's claim tested per ``keys``.
+
+    The paper: energy falls as the batch grows up to ``knee`` (256) and no further. Per group:
+    the batch size of least energy per epoch, the change from ``knee`` to the largest batch, and
+    ``verdict``: ``holds`` where energy fell from the smallest batch to ``knee`` and changed by less
+    than ``tolerance_pct`` % past it, ``does not hold`` otherwise, ``untested`` where the grid does
+    not reach both sides of ``knee``.
+    """
+    rows = []
+    for key, g in summary.groupby(list(keys), sort=True):
+        g = g.sort_values("batch_size")
+        e = g.set_index("batch_size")["energy_wh_per_epoch"]
+        best = int(e.idxmin())
+        row = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
+        row |= {"least_energy_batch": best, "least_energy_wh_per_epoch": float(e.min()),
+                "smallest_batch": int(e.index.min()), "largest_batch": int(e.index.max())}
+        if knee in e.index and e.index.min() < knee < e.index.max():
+            fall = 100.0 * (e[knee] / e.iloc[0] - 1.0)
+            past = 100.0 * (e.loc[e.index > knee].min() / e[knee] - 1.0)
+            row |= {"change_to_knee_pct": fall, "best_change_past_knee_pct": past,
+                    "verdict": "holds" if fall < 0 and abs(past) < tolerance_pct else "does not hold"}
+        else:
+            row |= {"change_to_knee_pct": float("nan"), "best_change_past_knee_pct": float("nan"), "verdict": "untested"}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+TABLE4_COLUMNS = {"gpu_util_pct": "gpu_util_percent", "mem_util_pct": "mem_util_percent",
+                  "mean_power_w": "avg_power_w", "elapsed_s_per_epoch": "elapsed_s", "energy_wh_per_epoch": "energy_wh"}
+
+
+def gpu_type_table(summary: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
+    """Our per-epoch figures per GPU (``hardware``) beside the paper's Table 4 rows, in its columns.
+
+    ``implied_energy_wh`` = mean power x time: the paper's rows do not all satisfy it, ours do
+    up to the idle-to-busy edges of each epoch window.
+    """
+    ours = summary.rename(columns=TABLE4_COLUMNS | {"hardware": "gpu"})
+    ours = ours.assign(source="measured")[["source", "gpu", *TABLE4_COLUMNS.values()]]
+    theirs = paper.assign(source="paper")[["source", "gpu", *TABLE4_COLUMNS.values()]]
+    out = pd.concat([ours, theirs], ignore_index=True)
+    out["implied_energy_wh"] = out["avg_power_w"] * out["elapsed_s"] / 3600.0
+    return out

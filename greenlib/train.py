@@ -131,7 +131,8 @@ class Trainer:
     def _load(self) -> None:
         if self.checkpoint is None or not self.checkpoint.exists():
             return
-        state = torch.load(self.checkpoint, map_location=self.device, weights_only=False)
+        # on the CPU: the RNG states must stay CPU ByteTensors; load_state_dict moves the rest
+        state = torch.load(self.checkpoint, map_location="cpu", weights_only=False)
         self.model.load_state_dict(state["model"])
         self.extra.load_state_dict(state["extra"])
         self.opt.load_state_dict(state["opt"])

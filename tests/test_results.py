@@ -92,3 +92,18 @@ def test_metrics_may_not_shadow_config_keys(tmp_path):
     with pytest.raises(ValueError, match=r"\['epochs'\] share names with config keys"):
         run.finish({"epochs": 3})
     assert not run.complete
+
+
+def test_config_mask_matches_lists_as_tuples_and_none_as_nan():
+    import math
+
+    import pandas as pd
+
+    from greenlib.results import config_mask, same_value
+
+    df = pd.DataFrame({"epochs": [2, 2, 3], "milestones": [(0.5, 0.75), (0.5,), (0.5, 0.75)],
+                       "pretrain_lr": [None, math.nan, 0.1]})
+    assert list(config_mask(df, {"epochs": 2, "milestones": [0.5, 0.75]})) == [True, False, False]
+    assert list(config_mask(df, {"pretrain_lr": None})) == [True, True, False]
+    assert list(config_mask(df, {"missing_key": 1})) == [False, False, False]
+    assert same_value(0.1, 0.1) and not same_value(None, 0.1) and not same_value((1,), 1)

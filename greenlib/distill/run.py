@@ -17,7 +17,6 @@ Stages (Table 2 of the paper: "train original model" + "distillation"):
 """
 from __future__ import annotations
 
-import math
 from itertools import product
 from typing import Any, Mapping, Sequence
 
@@ -136,10 +135,13 @@ def make_loss_fn(distiller: Distiller, teacher: torch.nn.Module, batches: Indexe
 
 
 def run_distillation(ctx: Context, teacher: str, student: str, method: str, seed: int,
-                     hparams: Mapping[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:
+                     hparams: Mapping[str, Any] | None = None, progress: bool = True,
+                     teacher_ctx: Context | None = None) -> dict[str, Any]:
     """Distil ``teacher`` into ``student`` with ``method``; cached in the store (a complete run is returned).
 
     ``hparams`` override the method's RepDistiller defaults (recorded in the run's config).
+    ``teacher_ctx`` (default ``ctx``) gives the data and measurement parameters the teacher is
+    trained with: a study that varies the student's batch size keeps one teacher this way.
     An unknown method or model, a bad hyper-parameter or a pair the method cannot connect raises
     (ValueError / IncompatiblePairError) before anything is trained. The stored metrics account
     for TEC explicitly: ``tec_wh = tec_teacher_wh + tec_pretrain_wh + tec_distill_wh``.
@@ -150,14 +152,15 @@ def run_distillation(ctx: Context, teacher: str, student: str, method: str, seed
     model = build_model(student, num_classes=ctx.dataset.num_classes)
     distiller = registry.build(method, teacher, student, ctx.dataset.train_y, ctx.dataset.num_classes,
                                **dict(hparams or {}))
-    t_id = teacher_run_id(ctx, teacher, seed)
+    tctx = teacher_ctx or ctx
+    t_id = teacher_run_id(tctx, teacher, seed)
     config = {**distill_config(cfg, teacher, student, method, seed, hparams), "hardware": hardware_name(ctx.device),
               "teacher_run_id": t_id}
     run = ctx.store.open(config, environment=ctx.environment, force=cfg.force)
     if run.complete:
         return run.result
 
-    teacher_model, teacher_res = experiments.base_model(ctx, teacher, seed, epochs=cfg.teacher_epochs,
+    teacher_model, teacher_res = experiments.base_model(tctx, teacher, seed, epochs=tctx.cfg.teacher_epochs,
                                                         progress=progress)
     if teacher_res["run_id"] != t_id:
         raise RuntimeError(f"teacher run {teacher_res['run_id']} is not the expected {t_id}: "
@@ -254,20 +257,12 @@ def student_iec(ctx: Context, student: str, seed: int) -> dict[str, Any]:
                        "flops_per_image": info["flops_per_image"], "dataset_description": ctx.dataset.description})
 
 
-def _same(stored: Any, want: Any) -> bool:
-    if want is None or (isinstance(want, float) and math.isnan(want)):
-        return stored is None or (isinstance(stored, float) and math.isnan(stored))
-    if isinstance(want, (list, tuple)):
-        return isinstance(stored, (list, tuple)) and list(stored) == list(want)
-    return bool(stored == want)
-
-
 def stored_distillations(cfg: Resolved) -> "pandas.DataFrame":
     """The complete distillation runs these notebook parameters ask for, measured on any hardware."""
     import pandas as pd
 
     from ..paths import results_dir
-    from ..results import ResultsStore
+    from ..results import ResultsStore, config_mask
 
     df = ResultsStore(results_dir(cfg.profile)).load_results()
     if df.empty or "kind" not in df:
@@ -276,10 +271,6 @@ def stored_distillations(cfg: Resolved) -> "pandas.DataFrame":
     keep = pd.Series(False, index=df.index)
     for (teacher, student), method, seed in product(parse_pairs(cfg.pairs), cfg.methods, cfg.seeds):
         want = distill_config(cfg, teacher, student, method, seed)
-        if not set(want) <= set(df.columns):
-            continue
-        match = pd.Series(True, index=df.index)
-        for key, value in want.items():
-            match &= df[key].map(lambda v, w=value: _same(v, w))
+        match = config_mask(df, want)
         keep |= match
     return df[keep].reset_index(drop=True)

@@ -10,6 +10,7 @@ Public API (see docs/measurement.md for how each source measures and its caveats
     trace(name="trace", **tracer_kwargs)          # a started tracer with one window
     GPUTracer(mode, gpu_num=None, sampling_rate=0.1, verbose=False)  # the paper's decorator
     available_sources() -> {source: "ok" | reason}
+    visible_gpus() -> [{ordinal, physical, name, uuid}]  # CUDA_VISIBLE_DEVICES applied, through NVML
     parse_smi_xml(xml_text) -> list[dict]         # nvidia-smi -q -x, every driver layout
     read_trace(folder) / summarize(samples, ...)  # replay a saved trace without a GPU
 
@@ -23,7 +24,7 @@ from .cpu import CPU_W_PER_CORE, CpuSource
 from .decorator import MODES, GPUTracer
 from .nvml import DeviceError, NvmlDevices, NvmlSource
 from .smi import SmiSource, SubprocessRunner, parse_smi_xml
-from .sources import SOURCES, available_sources, open_source
+from .sources import SOURCES, available_sources, open_source, visible_gpus
 from .summary import ENERGY_SOURCES, WindowSummary, summarize, trapezoid_energy_j
 
 __all__ = [
@@ -31,5 +32,5 @@ __all__ = [
     "CpuSource", "DeviceError", "GPUTracer", "LiveWindow", "NvmlDevices", "NvmlSource", "SavedTrace",
     "SmiSource", "Source", "SourceError", "SubprocessRunner", "Tracer", "TracerWarning", "WindowSummary",
     "available_sources", "open_source", "parse_smi_xml", "read_trace", "summarize", "trace",
-    "trapezoid_energy_j",
+    "trapezoid_energy_j", "visible_gpus",
 ]

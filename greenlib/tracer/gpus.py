@@ -2,8 +2,9 @@
 
 The tracer takes GPUs as the traced process sees them (``cuda:0`` is ordinal 0); NVML and
 nvidia-smi number *all* GPUs of the machine in PCI bus order. ``CUDA_VISIBLE_DEVICES`` is a comma
-list of physical indices, ``GPU-`` UUID prefixes or ``MIG-`` UUIDs; CUDA stops at the first entry
-it cannot resolve (so ``-1`` hides every GPU). Without the variable every GPU is visible in NVML
+list of physical indices, ``GPU-`` UUID prefixes or ``MIG-`` UUIDs (``MIG-<uuid>`` from CUDA 11.1+, found
+through NVML; ``MIG-GPU-<gpu uuid>/<gi>/<ci>`` from CUDA 11.0, read from the name); CUDA stops at the
+first entry it cannot resolve (so ``-1`` hides every GPU). Without the variable every GPU is visible in NVML
 order, which matches CUDA's only with ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` or identical GPUs.
 """
 from __future__ import annotations
@@ -48,6 +49,10 @@ def _resolve(token: str, uuids: Sequence[str], mig_parent, env_value: str) -> in
         i = int(token)
         return i if 0 <= i < len(uuids) else None
     upper = token.upper()
+    if upper.startswith("MIG-GPU-"):  # CUDA 11.0-11.x form: MIG-GPU-<uuid of its GPU>/<gi>/<ci>
+        parent = upper[len("MIG-"):].split("/")[0]
+        hits = [i for i, u in enumerate(uuids) if u and u.upper() == parent]
+        return hits[0] if hits else None
     if upper.startswith("MIG-"):
         if mig_parent is None:
             raise ValueError(f"CUDA_VISIBLE_DEVICES={env_value!r} names MIG instance {token!r}; mapping it to "

@@ -137,6 +137,30 @@ def _accepted(nvml, smi_runner, smi_timeout_s, rapl_root) -> str:
     return ", ".join(ok) or "none"
 
 
+def visible_gpus(*, nvml: NvmlDevices | None = None, env: dict | None = None) -> list[dict]:
+    """The GPUs this process sees, in CUDA ordinal order, read through NVML (no CUDA context made).
+
+    One dict per GPU: ``ordinal`` (CUDA), ``physical`` (NVML index), ``name``, ``uuid``. Empty when
+    NVML does not work here (no GPU, no driver). ``CUDA_VISIBLE_DEVICES`` is applied as
+    :func:`greenlib.tracer.gpus.visible_physical` reads it (ValueError for an ambiguous entry).
+    """
+    env = dict(os.environ) if env is None else env
+    devices = nvml if nvml is not None else NvmlDevices()
+    try:
+        devices.init()
+    except DeviceError:
+        return []
+    try:
+        n = devices.count()
+        uuids = [devices.uuid(i) for i in range(n)]
+        visible = _gpus.visible_physical(env.get("CUDA_VISIBLE_DEVICES"), uuids, devices.mig_parent_index)
+        return [{"ordinal": k, "physical": p, "name": devices.name(p), "uuid": uuids[p]} for k, p in enumerate(visible)]
+    except DeviceError:
+        return []
+    finally:
+        devices.shutdown()
+
+
 def available_sources(*, nvml: NvmlDevices | None = None, smi_runner: Runner | None = None,
                       smi_timeout_s: float = 2.0, rapl_root: str | Path = RAPL_ROOT) -> dict[str, str]:
     """``{source: "ok" or the reason it is unavailable}`` for counter, nvml, smi and cpu.

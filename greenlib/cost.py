@@ -1,0 +1,221 @@
+"""What a profile will cost before it runs: GPU-hours and kWh predicted from measured per-epoch rates.
+
+A profile's training work is a list of stages (:func:`plan`): which model or pair trains, for how
+many epochs of how many images, at which batch size, per notebook. The results store of a profile
+that did run (``quick``) gives measured rates (:func:`measured_rates`): joules and seconds per
+image-epoch of each stage kind and key. :func:`predict` multiplies the two::
+
+    rates = cost.measured_rates(ResultsStore(paths.results_dir("quick")))
+    table = cost.predict(cost.plan("paper"), rates)
+    cost.per_notebook(table)            # GPU-hours and kWh per notebook
+
+Where the exact (kind, key, batch size) was not measured, the same key at another batch size is
+used, scaled by the ratio of the two batch sizes' rates where some key of that kind was measured at
+both (notebook 10 measures KD at 32-1024; flagged ``batch 128 scaled to 64``) and unscaled
+otherwise (``batch size differs``); else the kind's median rate per training FLOP scaled to the
+key's FLOPs (``scaled by FLOPs``); else no estimate. NAS stages are priced per image-epoch of
+the space size the rates were measured at: a larger space (the paper's) costs more, so the
+prediction is a lower bound there. Not counted: IEC windows, test
+passes, data generation, process start-up; they are seconds against the GPU-days of training.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from . import config
+
+J_PER_KWH = 3.6e6
+
+# stage name in a stored run -> (kind, key of the run config, epochs of the run config)
+_KEYS: dict[str, tuple[str, Callable[[Mapping[str, Any]], str], str]] = {
+    "base_training": ("train", lambda c: c["model"], "epochs"),
+    "finetuning": ("finetune", lambda c: f"{c['model']}/{c['pruner']}", "finetune_epochs"),
+    "pretrain": ("pretrain", lambda c: f"{c['teacher']}:{c['student']}/{c['method']}", "pretrain_epochs"),
+    "distillation": ("distill", lambda c: f"{c['teacher']}:{c['student']}/{c['method']}", "epochs"),
+    "search": ("nas_search", lambda c: c["strategy"], "search_epochs"),
+    "retrain": ("nas_retrain", lambda c: c["strategy"], "retrain_epochs"),
+}
+_OWN_STAGE = {"base_training": "baseline"}  # runs that copy a shared stage (pruning's base) don't count it
+
+
+@lru_cache(maxsize=None)
+def _flops(model: str) -> float:
+    from .models import model_info
+
+    return float(model_info(model, num_classes=100)["flops_per_image"])
+
+
+def training_flops(kind: str, key: str) -> float:
+    """FLOPs per training image of a stage key (forward = model FLOPs, backward = 2x): the unit of
+    the FLOPs-scaled fallback. NaN where the key names no zoo model (NAS)."""
+    try:
+        if kind in ("train", "finetune"):
+            return 3.0 * _flops(key.split("/")[0])
+        if kind in ("distill", "pretrain"):
+            teacher, student = key.split("/")[0].split(":")
+            return _flops(teacher) + 3.0 * _flops(student)
+    except (KeyError, ValueError):
+        return float("nan")
+    return float("nan")
+
+
+def measured_rates(store) -> pd.DataFrame:
+    """Joules and seconds per image-epoch of every stored training stage, one row per (run, stage).
+
+    Columns: kind, key, batch_size, hardware, j_per_image_epoch, s_per_image_epoch, run_id.
+    """
+    rows = []
+    for run in store.runs():
+        res = run.result
+        c = res["config"]
+        for stage, summary in res.get("stages", {}).items():
+            if stage not in _KEYS or _OWN_STAGE.get(stage, c.get("kind")) != c.get("kind"):
+                continue
+            kind, key_of, epochs_key = _KEYS[stage]
+            epochs = len(summary.get("epochs") or []) or c.get(epochs_key)
+            images = c.get("train_size")
+            if not epochs or not images or not np.isfinite(summary.get("energy_j", np.nan)):
+                continue
+            try:
+                key = key_of(c)
+            except KeyError:
+                continue
+            n = float(epochs) * float(images)
+            rows.append({"kind": kind, "key": key, "batch_size": c.get("batch_size"), "hardware": c.get("hardware"),
+                         "j_per_image_epoch": summary["energy_j"] / n, "s_per_image_epoch": summary["elapsed_s"] / n,
+                         "run_id": res["run_id"]})
+    return pd.DataFrame(rows, columns=["kind", "key", "batch_size", "hardware", "j_per_image_epoch",
+                                       "s_per_image_epoch", "run_id"])
+
+
+def plan(profile: str) -> pd.DataFrame:
+    """Every training stage a full run of ``profile`` trains, per notebook (shared stages once).
+
+    Columns: notebook, kind, key, batch_size, epochs, images, runs (seeds x repeats).
+    """
+    from .distill import registry
+    from .distill.run import parse_pairs, pretrain_epochs
+
+    rows: list[dict[str, Any]] = []
+
+    def add(notebook, kind, key, cfg, epochs, batch_size=None, runs=None):
+        rows.append({"notebook": notebook, "kind": kind, "key": key,
+                     "batch_size": int(batch_size or cfg.batch_size), "epochs": int(epochs),
+                     "images": int(cfg.train_size), "runs": int(runs or len(cfg.seeds))})
+
+    def section(name):
+        return config.resolve(name, profile=profile) if name in config.SECTIONS else None
+
+    c = section("baselines")
+    for m in c.models:
+        add("01_baselines", "train", m, c, c.epochs)
+    c = section("pruning")
+    for m in c.models:
+        add("02_pruning", "train", m, c, c.base_epochs)
+        for p in c.pruners:
+            add("02_pruning", "finetune", f"{m}/{p}", c, c.finetune_epochs)
+    c = section("quantization")
+    for m in c.models:
+        add("03_quantization", "train", m, c, c.base_epochs)
+
+    def distill(nb, c, pairs, methods, batch_sizes=(None,)):
+        for (t, s), pair in zip(parse_pairs(pairs), pairs):
+            add(nb, "train", t, c, c.teacher_epochs)
+            for method in methods:
+                for bs in batch_sizes:
+                    add(nb, "distill", f"{pair}/{method}", c, c.student_epochs, batch_size=bs)
+                    if registry.get(method).pretrains:
+                        add(nb, "pretrain", f"{pair}/{method}", c, pretrain_epochs(c.student_epochs), batch_size=bs)
+
+    c = section("distillation")
+    distill("04_distillation", c, list(c.pairs), list(c.methods))
+    c = section("nas")
+    if c is not None:  # one run per strategy and search dataset; each searches and retrains
+        for s in c.strategies:
+            n = len(c.seeds) * len(c.search_classes)
+            add("05_nas", "nas_search", s, c, c.search_epochs, runs=n)
+            add("05_nas", "nas_retrain", s, c, c.retrain_epochs, runs=n)
+    c = section("batch_size")
+    distill("10_batch_size", c, list(c.pairs), [c.method], list(c.batch_sizes))
+    c = section("sampling_rate")
+    add("11_sampling_rate", "train", c.model, c, c.epochs)
+    c = section("gpu_type")
+    distill("12_gpu_type", c, [c.pair], [c.method])
+    df = pd.DataFrame(rows)
+    # a stage two notebooks share (a base model, a teacher) trains once: the first notebook pays
+    return df.drop_duplicates(["kind", "key", "batch_size", "epochs", "images", "runs"]).reset_index(drop=True)
+
+
+def predict(planned: pd.DataFrame, rates: pd.DataFrame, hardware: str | None = None) -> pd.DataFrame:
+    """``planned`` with predicted ``energy_kwh``, ``gpu_hours`` and how each was estimated (``basis``).
+
+    ``hardware`` restricts the rates to one GPU model (default: the one with most rates).
+    """
+    if rates.empty:
+        raise ValueError("no measured training stages in the results store: run a profile first (make reproduce)")
+    if hardware is None:
+        hardware = rates["hardware"].value_counts().idxmax()
+    r = rates[rates["hardware"] == hardware]
+    if r.empty:
+        raise ValueError(f"no rates measured on {hardware!r}; measured on: {', '.join(rates['hardware'].unique())}")
+    exact = r.groupby(["kind", "key", "batch_size"])[["j_per_image_epoch", "s_per_image_epoch"]].median()
+    by_key = r.groupby(["kind", "key"])[["j_per_image_epoch", "s_per_image_epoch"]].median()
+    flops = r.assign(f=[training_flops(k, key) for k, key in zip(r["kind"], r["key"])]).dropna(subset=["f"])
+    per_flop = (flops.assign(j=flops["j_per_image_epoch"] / flops["f"], s=flops["s_per_image_epoch"] / flops["f"])
+                .groupby("kind")[["j", "s"]].median())
+    out = []
+    for row in planned.itertuples(index=False):
+        basis, j, s = "no measurement", np.nan, np.nan
+        if (row.kind, row.key, row.batch_size) in exact.index:
+            j, s = exact.loc[(row.kind, row.key, row.batch_size)]
+            basis = "measured"
+        elif (row.kind, row.key) in by_key.index:
+            j, s = by_key.loc[(row.kind, row.key)]
+            basis = "batch size differs"
+            measured_bs = r[(r["kind"] == row.kind) & (r["key"] == row.key)]["batch_size"].median()
+            ratio = _batch_ratio(exact, row.kind, measured_bs, row.batch_size)
+            if ratio is not None:
+                j, s = j * ratio[0], s * ratio[1]
+                basis = f"batch {int(measured_bs)} scaled to {row.batch_size}"
+        elif row.kind in per_flop.index and np.isfinite(training_flops(row.kind, row.key)):
+            f = training_flops(row.kind, row.key)
+            j, s = per_flop.loc[row.kind, "j"] * f, per_flop.loc[row.kind, "s"] * f
+            basis = "scaled by FLOPs"
+        work = row.epochs * row.images * row.runs
+        out.append({**row._asdict(), "energy_kwh": j * work / J_PER_KWH, "gpu_hours": s * work / 3600.0,
+                    "basis": basis, "rates_from": hardware})
+    return pd.DataFrame(out)
+
+
+def _batch_ratio(exact: pd.DataFrame, kind: str, from_bs: float, to_bs: int) -> tuple[float, float] | None:
+    """Median (energy, time) ratio of ``to_bs`` over ``from_bs`` among keys of ``kind`` measured at
+    both (notebook 10 measures them), or None."""
+    if kind not in exact.index.get_level_values("kind"):
+        return None
+    k = exact.xs(kind, level="kind")
+    if from_bs not in k.index.get_level_values("batch_size") or to_bs not in k.index.get_level_values("batch_size"):
+        return None
+    a, b = k.xs(from_bs, level="batch_size"), k.xs(to_bs, level="batch_size")
+    both = a.index.intersection(b.index)
+    if not len(both):
+        return None
+    ratio = (b.loc[both] / a.loc[both]).median()
+    return float(ratio["j_per_image_epoch"]), float(ratio["s_per_image_epoch"])
+
+
+def per_notebook(predicted: pd.DataFrame) -> pd.DataFrame:
+    """GPU-hours and kWh per notebook and in total, with the share of energy from exact measurements."""
+    def one(g: pd.DataFrame) -> pd.Series:
+        e = g["energy_kwh"]
+        total = e.sum(min_count=1)  # NaN, not 0, where no stage could be priced
+        return pd.Series({"stages": len(g), "gpu_hours": g["gpu_hours"].sum(min_count=1), "energy_kwh": total,
+                          "measured_share": float(e[g["basis"] == "measured"].sum() / total) if total > 0 else np.nan,
+                          "not_estimated": int((g["basis"] == "no measurement").sum())})
+
+    per = predicted.groupby("notebook", sort=True).apply(one, include_groups=False).reset_index()
+    total = one(predicted).to_frame().T.assign(notebook="total")
+    return pd.concat([per, total[per.columns]], ignore_index=True)

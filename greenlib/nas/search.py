@@ -1,0 +1,183 @@
+"""The traced one-shot search: NNI's strategy on a supernet, one tracer window per epoch.
+
+    arch, summary = search(space, strategy, train_loader, val_loader, device, SearchConfig(epochs=2), tracer)
+
+NNI's one-shot strategies drive a PyTorch Lightning trainer. It runs here, in this process, through
+NNI's sequential execution engine (what ``NasExperiment`` does inside, without its experiment
+manifest and logs under ``~/nni-experiments``): no NNI manager, no web UI, no Lightning logger, no
+checkpoints, no progress bar (an epoch line instead). The weights are trained with the DARTS recipe:
+SGD momentum 0.9, weight decay 3e-4, cosine from ``lr`` to ``lr_min``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..train import merge_windows
+from .backend import import_nni, quiet
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """The supernet's weight training during a search (DARTS' search recipe by default)."""
+
+    epochs: int
+    lr: float = 0.025
+    lr_min: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+
+    def __post_init__(self):
+        if not isinstance(self.epochs, int) or isinstance(self.epochs, bool) or self.epochs < 1:
+            raise ValueError(f"search epochs={self.epochs!r}: must be an int >= 1")
+        if not self.lr > 0:
+            raise ValueError(f"search lr={self.lr!r}: must be > 0")
+
+
+def _module_class():
+    from nni.nas.evaluator.pytorch.lightning import LightningModule
+
+    class SupernetModule(LightningModule):
+        """Cross-entropy on the supernet; SGD + cosine. Records the weight steps' loss and accuracy."""
+
+        def __init__(self, cfg: SearchConfig):
+            super().__init__()
+            self.cfg = cfg
+            self.reset_epoch()
+
+        def reset_epoch(self) -> None:
+            self.loss_sum, self.correct, self.images = None, None, 0
+
+        def forward(self, x):
+            return self.model(x)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            logits = self.model(x)
+            loss = nn.functional.cross_entropy(logits, y)
+            if batch_idx % 2 == 1:  # NNI's one-shot modules call 2i for the architecture step, 2i+1 for weights
+                n = y.shape[0]
+                loss_sum, correct = loss.detach() * n, (logits.argmax(1) == y).sum()
+                self.loss_sum = loss_sum if self.loss_sum is None else self.loss_sum + loss_sum
+                self.correct = correct if self.correct is None else self.correct + correct
+                self.images += n
+            return loss
+
+        def configure_optimizers(self):
+            opt = torch.optim.SGD(self.parameters(), lr=self.cfg.lr, momentum=self.cfg.momentum,
+                                  weight_decay=self.cfg.weight_decay)
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.cfg.epochs, eta_min=self.cfg.lr_min)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+    return SupernetModule
+
+
+def _callback_class():
+    import pytorch_lightning as pl
+
+    class EpochWindows(pl.Callback):
+        """A tracer window per search epoch (``<stage>/epoch<N>``), and the epoch's record."""
+
+        def __init__(self, tracer, stage: str, module, bar):
+            self.tracer, self.stage, self.module, self.bar = tracer, stage, module, bar
+            self.records: list[dict[str, Any]] = []
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            self.module.reset_epoch()
+            self.tracer.begin_window(f"{self.stage}/epoch{trainer.current_epoch}")
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            epoch = trainer.current_epoch
+            window = self.tracer.end_window(f"{self.stage}/epoch{epoch}").to_dict()
+            m = self.module
+            n = max(m.images, 1)
+            loss = float(m.loss_sum) / n if m.loss_sum is not None else float("nan")
+            acc = float(m.correct) / n if m.correct is not None else float("nan")
+            if not torch.isfinite(torch.tensor(loss)):
+                raise FloatingPointError(f"{self.stage}: supernet training loss is {loss} at epoch {epoch}")
+            self.records.append({"epoch": epoch, "train_loss": loss, "train_acc": acc, "images": m.images,
+                                 "window": window})
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}", J=f"{window.get('energy_j', float('nan')):.0f}")
+
+    return EpochWindows
+
+
+def _accelerator(device: torch.device) -> dict[str, Any]:
+    if device.type == "cuda":
+        return {"accelerator": "gpu", "devices": [device.index or 0]}
+    return {"accelerator": "cpu", "devices": 1}
+
+
+def _keep_signal_handlers(trainer) -> None:
+    """Stop Lightning from installing its SIGTERM/SLURM handlers for the fit (not needed in-process).
+
+    Lightning snapshots every signal's handler before a fit and re-installs them all after it; in a
+    Jupyter kernel that leaves the kernel logging a KeyboardInterrupt when it shuts down. Its
+    ``_signal_connector`` is private: where a Lightning version lacks it, nothing is changed.
+    """
+    connector = getattr(trainer, "_signal_connector", None)
+    if connector is not None and hasattr(connector, "register_signal_handlers"):
+        connector.register_signal_handlers = lambda: None
+
+
+def search(space: nn.Module, strategy, train_loader, val_loader, device: torch.device, cfg: SearchConfig, tracer,
+           root: str | Path, stage: str = "search", progress: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Search ``space`` with the NNI ``strategy``; returns (exported architecture, stage summary).
+
+    ``train_loader`` feeds the weight steps, ``val_loader`` the architecture steps (the two halves of
+    the training set). ``tracer`` must be started; each epoch is a window ``<stage>/epoch<N>`` and
+    the summary sums them (as :meth:`greenlib.train.Trainer.fit`'s) with the epochs under ``epochs``.
+    ``root`` is Lightning's ``default_root_dir`` (nothing is written there with these settings).
+    The architecture is NNI's exported sample: a JSON-serialisable dict (label -> choice).
+    """
+    from tqdm import tqdm
+
+    import_nni()
+    with quiet():
+        from nni.nas.evaluator.pytorch import Lightning, Trainer
+        from nni.nas.execution import SequentialExecutionEngine
+        from nni.nas.space import RawFormatModelSpace
+
+        module = _module_class()(cfg)
+        bar = tqdm(total=cfg.epochs, desc=stage, disable=not progress, unit="epoch", mininterval=10.0)
+        windows = _callback_class()(tracer, stage, module, bar)
+        trainer = Trainer(max_epochs=cfg.epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                          enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=str(root),
+                          callbacks=[windows], **_accelerator(device))
+        _keep_signal_handlers(trainer)
+        evaluator = Lightning(module, trainer, train_dataloaders=train_loader, val_dataloaders=val_loader)
+        engine = SequentialExecutionEngine(continue_on_failure=False)
+        strategy.initialize(RawFormatModelSpace.from_model(space, evaluator), engine)
+        try:
+            strategy.run()
+        finally:
+            bar.close()
+            engine.shutdown()
+        if len(windows.records) != cfg.epochs:
+            raise RuntimeError(f"{stage}: Lightning ran {len(windows.records)} of {cfg.epochs} epochs")
+        best = next(strategy.list_models())
+        arch = _plain(best.sample)
+    summary = merge_windows(stage, [r["window"] for r in windows.records])
+    # the stage's span in this tracer's clock (what experiments.stage_samples cuts the trace to)
+    summary |= {k: windows.records[i]["window"][k] for i, k in ((0, "start_s"), (-1, "end_s"))
+                if k in windows.records[i]["window"]}
+    epochs = [{k: v for k, v in r.items() if k != "window"}
+              | {f"window.{k}": v for k, v in r["window"].items() if not isinstance(v, dict)}
+              for r in windows.records]
+    return arch, summary | {"epochs": epochs}
+
+
+def _plain(value: Any) -> Any:
+    """NNI's sample as plain JSON types (tuples -> lists, numpy scalars -> Python)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        return value.item()
+    return value

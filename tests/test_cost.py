@@ -1,0 +1,92 @@
+"""Predicting a profile's cost from measured per-epoch rates (greenlib.cost) on a hand-made store."""
+import math
+
+import pandas as pd
+import pytest
+
+from greenlib import cost
+from greenlib.results import ResultsStore
+
+
+def _stage(energy_j, elapsed_s, epochs):
+    return {"energy_j": energy_j, "energy_wh": energy_j / 3600, "elapsed_s": elapsed_s,
+            "epochs": [{"epoch": i} for i in range(epochs)]}
+
+
+def _add(store, config, stages):
+    run = store.open(config | {"hardware": config.get("hardware", "GPU A")}, environment={"gpu_model": "GPU A"})
+    for name, summary in stages.items():
+        run.save_stage(name, summary)
+    run.finish({"acc": 0.5})
+
+
+@pytest.fixture()
+def store(tmp_path):
+    s = ResultsStore(tmp_path / "store")
+    # vgg16 baseline: 2 epochs of 100 images, 3600 J and 40 s -> 18 J and 0.2 s per image-epoch
+    _add(s, {"kind": "baseline", "model": "vgg16", "batch_size": 128, "train_size": 100, "epochs": 2},
+         {"base_training": _stage(3600.0, 40.0, 2), "inference": {"energy_j": 1.0, "elapsed_s": 1.0}})
+    # a pruning run copies the base stage (not counted again) and fine-tunes: 1 epoch, 500 J
+    _add(s, {"kind": "pruning", "model": "vgg16", "pruner": "l1", "batch_size": 128, "train_size": 100,
+             "finetune_epochs": 1}, {"base_training": _stage(3600.0, 40.0, 2), "finetuning": _stage(500.0, 5.0, 1)})
+    # KD of one pair at two batch sizes (notebook 10) and another pair at 128 only
+    for bs, j in ((64, 300.0), (128, 200.0)):
+        _add(s, {"kind": "distillation", "model": "wrn-16-2", "teacher": "wrn-40-2", "student": "wrn-16-2",
+                 "method": "KD", "batch_size": bs, "train_size": 100, "epochs": 1},
+             {"distillation": _stage(j, j / 10, 1)})
+    _add(s, {"kind": "distillation", "model": "vgg8", "teacher": "vgg13", "student": "vgg8", "method": "KD",
+             "batch_size": 128, "train_size": 100, "epochs": 1}, {"distillation": _stage(100.0, 10.0, 1)})
+    return s
+
+
+def test_measured_rates_per_image_epoch_without_copied_stages(store):
+    r = cost.measured_rates(store).set_index(["kind", "key", "batch_size"])
+    assert r.loc[("train", "vgg16", 128), "j_per_image_epoch"] == pytest.approx(18.0)
+    assert r.loc[("train", "vgg16", 128), "s_per_image_epoch"] == pytest.approx(0.2)
+    assert r.loc[("finetune", "vgg16/l1", 128), "j_per_image_epoch"] == pytest.approx(5.0)
+    assert len(r.loc[("train", "vgg16")]) == 1  # the pruning run's copy of the base stage is not a rate
+    assert r.loc[("distill", "wrn-40-2:wrn-16-2/KD", 64), "j_per_image_epoch"] == pytest.approx(3.0)
+
+
+def _plan(rows):
+    return pd.DataFrame([dict(zip(["notebook", "kind", "key", "batch_size", "epochs", "images", "runs"], r))
+                         for r in rows])
+
+
+def test_predict_prices_each_stage_and_says_how(store):
+    rates = cost.measured_rates(store)
+    planned = _plan([
+        ("01", "train", "vgg16", 128, 160, 50_000, 3),            # measured
+        ("04", "distill", "vgg13:vgg8/KD", 64, 240, 50_000, 1),   # another batch, scaled by the wrn pair's ratio
+        ("04", "distill", "resnet56:resnet20/KD", 128, 240, 50_000, 1),  # FLOPs-scaled
+        ("05", "nas_search", "darts", 128, 50, 50_000, 1),        # nothing to go on
+    ])
+    p = cost.predict(planned, rates).set_index("key")
+    assert p.loc["vgg16", "basis"] == "measured"
+    assert p.loc["vgg16", "energy_kwh"] == pytest.approx(18.0 * 160 * 50_000 * 3 / 3.6e6)
+    assert p.loc["vgg16", "gpu_hours"] == pytest.approx(0.2 * 160 * 50_000 * 3 / 3600)
+    assert p.loc["vgg13:vgg8/KD", "basis"] == "batch 128 scaled to 64"
+    assert p.loc["vgg13:vgg8/KD", "energy_kwh"] == pytest.approx(1.0 * 1.5 * 240 * 50_000 / 3.6e6)
+    assert p.loc["resnet56:resnet20/KD", "basis"] == "scaled by FLOPs"
+    assert p.loc["resnet56:resnet20/KD", "energy_kwh"] > 0
+    assert p.loc["darts", "basis"] == "no measurement" and math.isnan(p.loc["darts", "energy_kwh"])
+    per = cost.per_notebook(p.reset_index()).set_index("notebook")
+    assert math.isnan(per.loc["05", "energy_kwh"]) and per.loc["05", "not_estimated"] == 1
+    assert per.loc["total", "energy_kwh"] == pytest.approx(p["energy_kwh"].sum())
+    assert per.loc["01", "measured_share"] == 1.0
+
+
+def test_predict_refuses_without_rates_or_for_an_unmeasured_gpu(store):
+    with pytest.raises(ValueError, match="no measured training stages"):
+        cost.predict(_plan([]), cost.measured_rates(ResultsStore(store.root.parent / "empty")))
+    with pytest.raises(ValueError, match="no rates measured on 'GPU Z'; measured on: GPU A"):
+        cost.predict(_plan([]), cost.measured_rates(store), hardware="GPU Z")
+
+
+def test_plan_counts_every_stage_once():
+    p = cost.plan("smoke")
+    assert not p.duplicated(["kind", "key", "batch_size", "epochs", "images", "runs"]).any()
+    base = p[(p.kind == "train") & (p.key == "vgg16")]
+    assert list(base.notebook) == ["01_baselines"]  # 02 and 03 reuse notebook 01's base model
+    assert set(p[p.kind == "finetune"].key) == {"vgg16/l1", "vgg16/fpgm", "vgg16/apoz"}
+    assert {"nas_search", "nas_retrain"} <= set(p.kind)

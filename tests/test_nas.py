@@ -1,0 +1,199 @@
+"""greenlib.nas: both NNI strategies search a tiny space, export an architecture that builds, retrain it, store it."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from greenlib import config, experiments, nas
+from greenlib.config import ConfigError
+from greenlib.data import load_dataset, variant
+from greenlib.models import model_info
+from greenlib.nas import run as nas_run
+from greenlib.nas.spaces import SpaceError, SpaceSize
+from greenlib.nas.strategies import StrategyError
+from greenlib.train import Trainer
+
+# two architecture steps and two weight steps per search epoch (16 + 16 images, batch 8)
+TINY = dict(train_size=32, test_size=16, batch_size=8, search_classes=[100], search_epochs=1, retrain_epochs=1,
+            iec_min_seconds=0.1)
+
+
+def _tiny_cfg(**over):
+    return config.resolve("nas", profile="smoke", **{**TINY, **over})
+
+
+@pytest.fixture(scope="module")
+def ctx():
+    return experiments.prepare(_tiny_cfg())
+
+
+@pytest.fixture(scope="module")
+def runs(ctx):
+    """One tiny run per strategy (searched, retrained, measured), shared by the tests below."""
+    return {s: nas.run_nas(ctx, s, seed=0, progress=False) for s in ("darts", "proxyless")}
+
+
+def _refuse(*a, **k):
+    raise AssertionError("trained although it should not have")
+
+
+# -- registries and parameters ---------------------------------------------------------------
+def test_registry_matches_the_config_choices():
+    assert tuple(nas.STRATEGIES) == config.SECTIONS["nas"]["strategies"].choices
+    assert config.SECTIONS["nas"]["search_classes"].choices == nas.SEARCH_CLASSES
+    for spec in nas.STRATEGIES.values():
+        assert spec.space in nas.SPACES and spec.space not in spec.incompatible
+
+
+@pytest.mark.parametrize("bad, words", [
+    ({"strategies": ["enas"]}, ["'enas'", "darts, proxyless"]),
+    ({"search_classes": [50]}, ["50", "100, 10"]),
+    ({"cells": 2}, ["cells=2", ">= 3"]),
+    ({"dataset": "imagenet"}, ["'imagenet'", "synthetic10", "cifar10"]),
+])
+def test_bad_parameters_fail_in_one_line(bad, words):
+    with pytest.raises(ConfigError) as info:
+        config.resolve("nas", profile="smoke", **bad)
+    assert "\n" not in str(info.value) and all(w in str(info.value) for w in words)
+
+
+def test_unknown_strategy_is_refused_before_anything_trains(ctx, monkeypatch):
+    monkeypatch.setattr(nas_run, "search", _refuse)
+    with pytest.raises(StrategyError, match=r"unknown NAS strategy 'enas'; accepted: darts, proxyless"):
+        nas.run_nas(ctx, "enas", seed=0)
+
+
+def test_proxyless_on_the_darts_space_is_refused_before_anything_trains(ctx, monkeypatch):
+    monkeypatch.setattr(nas_run, "search", _refuse)
+    monkeypatch.setattr(Trainer, "fit", _refuse)
+    before = set(ctx.store.root.glob("*")) if ctx.store.root.exists() else set()
+    with pytest.raises(StrategyError) as info:
+        nas.run_nas(ctx, "proxyless", seed=0, space="darts")
+    msg = str(info.value)
+    assert "\n" not in msg and "'proxyless'" in msg and "'darts' space" in msg
+    assert "stack expects each tensor to be equal size" in msg and "accepted spaces for it: proxyless" in msg
+    after = set(ctx.store.root.glob("*")) if ctx.store.root.exists() else set()
+    assert after == before  # no run folder was opened
+    with pytest.raises(StrategyError, match="does not work on the 'darts' space"):
+        nas.check_plan(ctx.cfg, space="darts")
+
+
+def test_unknown_space_and_bad_sizes_fail_clearly():
+    with pytest.raises(SpaceError, match=r"unknown search space 'pyramidnet'; accepted: darts, proxyless"):
+        nas.check_pair("darts", "pyramidnet")
+    with pytest.raises(SpaceError, match=r"darts space: cells=2 is not accepted; accepted: an int >= 3"):
+        nas.build_space("darts", SpaceSize(width=4, cells=2), 100)
+    with pytest.raises(SpaceError, match="proxyless space: the architecture does not fit it"):
+        nas.build_fixed("proxyless", {"s2_i0": "k9e9"}, SpaceSize(width=4, blocks=1), 100)
+
+
+# -- the search, the exported architecture, the fixed model -----------------------------------
+@pytest.mark.parametrize("strategy", ["darts", "proxyless"])
+def test_search_exports_an_architecture_that_builds_and_runs(runs, ctx, strategy):
+    res = runs[strategy]
+    arch = nas.load_architecture(res)
+    space = nas.STRATEGIES[strategy].space
+    labels = set(nas.build_space(space, nas.space_size(ctx.cfg), 100).simplify())
+    assert set(arch) == labels  # one choice per mutable of the space
+    json.dumps(arch)  # plain JSON
+    search = res["stages"]["search"]
+    assert search["n_windows"] == 1 and search["epochs"][0]["images"] == 16  # the weight steps' half
+    model = nas.build_model(res, num_classes=100).eval()
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 100)
+    info = model_info(model)
+    assert info["params"] == res["metrics"]["params"] > 0 and info["flops_per_image"] == res["metrics"]["flops_per_image"] > 0
+
+
+def test_darts_space_gets_the_datasets_classes_and_the_retrain_size(ctx, runs):
+    arch = nas.load_architecture(runs["darts"])
+    small = nas.build_fixed("darts", arch, SpaceSize(width=4, cells=3, retrain_width=4, retrain_cells=3), 10)
+    big = nas.build_fixed("darts", arch, SpaceSize(width=4, cells=3, retrain_width=8, retrain_cells=6), 10)
+    assert small.classifier.out_features == 10 and small(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+    assert model_info(big)["params"] > model_info(small)["params"]  # the cells, stacked deeper and wider
+
+
+# -- the stored run --------------------------------------------------------------------------
+@pytest.mark.parametrize("strategy", ["darts", "proxyless"])
+def test_run_lands_in_the_store_with_both_stages_and_tec_adds_up(runs, ctx, strategy):
+    res = runs[strategy]
+    run = ctx.store.get(res["run_id"])
+    assert {"search", "retrain", "inference"} <= set(res["stages"])
+    m, c = res["metrics"], res["config"]
+    assert m["tec_wh"] == pytest.approx(m["tec_search_wh"] + m["tec_retrain_wh"])
+    assert m["tec_search_wh"] == res["stages"]["search"]["energy_wh"] > 0
+    assert m["tec_retrain_wh"] == res["stages"]["retrain"]["energy_wh"] > 0
+    assert m["iec_wh"] > 0 and 0 <= m["acc"] <= 1 and m["test_images"] == 16
+    assert m["method"] == nas.STRATEGIES[strategy].method and m["estimated"]  # CPU energy is an estimate
+    assert "NOT CIFAR-100" in m["dataset_description"] and "NOT CIFAR-100" in m["search_dataset_description"]
+    assert c["kind"] == "nas" and c["strategy"] == strategy and c["search_dataset"] == "synthetic"
+    stored = json.loads((run.folder / nas.ARCHITECTURE_FILE).read_text())
+    assert stored["architecture"] == m["architecture"]
+    assert (run.folder / "model.pt").exists() and not (run.folder / "checkpoint.pt").exists()
+
+
+def test_the_stored_model_reloads_with_its_weights(runs, ctx):
+    res = runs["proxyless"]
+    model = nas.load_model(ctx, res)
+    x = torch.randn(4, 3, 32, 32)
+    again = nas.load_model(ctx, res)
+    assert torch.equal(model(x), again(x))
+
+
+def test_a_cached_rerun_trains_nothing(runs, ctx, monkeypatch):
+    monkeypatch.setattr(nas_run, "search", _refuse)
+    monkeypatch.setattr(Trainer, "fit", _refuse)
+    for strategy, res in runs.items():
+        assert nas.run_nas(ctx, strategy, seed=0) == res
+
+
+def test_stored_runs_are_selected_by_the_notebook_parameters(runs, ctx):
+    df = nas.stored_nas(ctx.cfg)
+    assert sorted(df["strategy"]) == ["darts", "proxyless"] and set(df["search_classes"]) == {100}
+    assert set(df["run_id"]) == {r["run_id"] for r in runs.values()}
+    assert nas.stored_nas(_tiny_cfg(retrain_epochs=2)).empty
+
+
+def test_a_run_killed_in_retraining_resumes_without_searching_again(ctx, monkeypatch):
+    rctx = experiments.prepare(_tiny_cfg(seeds=[1]))
+
+    def killed(self, *a, **k):
+        raise KeyboardInterrupt("killed")
+
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, "fit", killed)
+        with pytest.raises(KeyboardInterrupt):
+            nas.run_nas(rctx, "proxyless", seed=1, progress=False)
+    searched = [f for f in rctx.store.root.glob("nas-proxyless-*") if (f / nas.ARCHITECTURE_FILE).exists()
+                and not (f / "result.json").exists()]
+    assert len(searched) == 1
+    monkeypatch.setattr(nas_run, "search", _refuse)
+    res = nas.run_nas(rctx, "proxyless", seed=1, progress=False)
+    arch = json.loads((searched[0] / nas.ARCHITECTURE_FILE).read_text())["architecture"]
+    assert res["run_id"] == searched[0].name and res["metrics"]["architecture"] == arch
+    assert set(res["stages"]) >= {"search", "retrain", "inference"}
+
+
+# -- the CIFAR-10-shaped search (the paper's second NAS rows) ---------------------------------
+def test_search_on_the_cifar10_shaped_variant_retrains_on_the_dataset(ctx):
+    assert nas.search_dataset("synthetic", 10) == "synthetic10" and nas.search_dataset("cifar100", 10) == "cifar10"
+    ds10 = load_dataset(variant("synthetic", 10))
+    assert ds10.num_classes == 10 and torch.bincount(ds10.train_y[:1000]).tolist() == [100] * 10
+    assert "NOT CIFAR-10" in ds10.description
+    res = nas.run_nas(ctx, "proxyless", seed=0, search_classes=10, progress=False)
+    assert res["config"]["search_dataset"] == "synthetic10" and res["config"]["dataset"] == "synthetic"
+    assert "NOT CIFAR-10" in res["metrics"]["search_dataset_description"]
+    assert nas.build_model(res, 100)(torch.zeros(1, 3, 32, 32)).shape == (1, 100)  # retrained for 100 classes
+
+
+def test_nni_nas_imports_without_websockets():
+    """A bare GPU image may lack websockets, which NNI imports only for its manager's channel."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['websockets'] = None\n"
+            "from greenlib.nas.backend import import_nni; import_nni()\n"
+            "import nni.nas.strategy, websockets; assert websockets.__greenlib_stub__; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
