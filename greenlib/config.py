@@ -46,6 +46,8 @@ ZOO_NAMES: tuple[str, ...] = (
     "resnet18", "resnet34", "resnet50",
     "mobilenetv2", "shufflenetv1", "shufflenetv2",
 )
+# Distillers (RepDistiller's names); kept in sync with greenlib.distill's registry by a test.
+DISTILLERS: tuple[str, ...] = ("KD", "FitNet", "AT", "SP", "CC", "VID", "RKD", "PKT", "AB", "FT", "FSP", "NST", "CRD")
 DATASETS: tuple[str, ...] = ("synthetic", "cifar100", "synthetic10", "cifar10")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 LOADERS: tuple[str, ...] = ("gpu", "dataloader")
@@ -70,6 +72,8 @@ _COMMON: dict[str, Param] = {
 
 COMMON_PARAMS: tuple[str, ...] = tuple(_COMMON)
 """Parameters every training notebook shares (data, device, measurement, seeds, caching)."""
+
+_TEACHER_EPOCHS = Param(int, "teacher training epochs (a baseline run, shared)", min=1)
 
 SECTIONS: dict[str, dict[str, Param]] = {
     "environment": {"redraw_only": _COMMON["redraw_only"]},
@@ -123,9 +127,8 @@ SECTIONS: dict[str, dict[str, Param]] = {
         **_COMMON,
         "pairs": Param(list, "teacher:student pairs, e.g. 'resnet56:resnet20'"),
         "methods": Param(list, "distillers (RepDistiller's names)",
-                         choices=("KD", "FitNet", "AT", "SP", "CC", "VID", "RKD", "PKT", "AB", "FT", "FSP", "NST",
-                                  "CRD")),
-        "teacher_epochs": Param(int, "teacher training epochs (a baseline run, shared)", min=1),
+                         choices=DISTILLERS),
+        "teacher_epochs": _TEACHER_EPOCHS,
         "student_epochs": Param(int, "distillation epochs", min=1),
         "lr": Param(float, "student learning rate (0.01 is used for MobileNetV2/ShuffleNets)", min=0.0,
                     min_exclusive=True),
@@ -152,9 +155,9 @@ SECTIONS: dict[str, dict[str, Param]] = {
     "batch_size": {
         **_COMMON,
         "pairs": Param(list, "teacher:student pairs (the paper's Figure 4: wrn-40-2:wrn-16-2, resnet110:resnet32)"),
-        "method": Param(str, "distiller whose batch-size sensitivity is measured", choices=("KD", "FitNet", "AT", "SP", "CC", "VID", "RKD", "PKT", "AB", "FT", "FSP", "NST", "CRD")),
+        "method": Param(str, "distiller whose batch-size sensitivity is measured", choices=DISTILLERS),
         "batch_sizes": Param(list, "training batch sizes (the paper's Figure 4: 32 to 1024)"),
-        "teacher_epochs": Param(int, "teacher training epochs (a baseline run, shared)", min=1),
+        "teacher_epochs": _TEACHER_EPOCHS,
         "student_epochs": Param(int, "distillation epochs at every batch size", min=1),
         "lr": Param(float, "student learning rate at batch size 64 (scaled by lr_scaling)", min=0.0,
                     min_exclusive=True),
@@ -164,8 +167,8 @@ SECTIONS: dict[str, dict[str, Param]] = {
     "gpu_type": {
         **_COMMON,
         "pair": Param(str, "teacher:student pair of the paper's Table 4 job"),
-        "method": Param(str, "distiller of the Table 4 job", choices=("KD", "FitNet", "AT", "SP", "CC", "VID", "RKD", "PKT", "AB", "FT", "FSP", "NST", "CRD")),
-        "teacher_epochs": Param(int, "teacher training epochs (a baseline run, shared)", min=1),
+        "method": Param(str, "distiller of the Table 4 job", choices=DISTILLERS),
+        "teacher_epochs": _TEACHER_EPOCHS,
         "student_epochs": Param(int, "distillation epochs measured (Table 4 is per epoch)", min=1),
         "lr": Param(float, "student learning rate", min=0.0, min_exclusive=True),
     },

@@ -54,3 +54,18 @@ def test_g_label_names_the_convention():
     assert plotting.g_label("percent") == "G (Acc in %)"
     with pytest.raises(ValueError, match="acc_unit"):
         plotting.g_label("ratio")
+
+
+def test_method_bars_draw_sd_error_bars_only_where_seeds_repeat():
+    import pandas as pd
+
+    runs = pd.DataFrame({"label": ["a", "a", "b"], "acc": [0.5, 0.7, 0.6], "tec_wh": [1.0, 3.0, 2.0],
+                         "iec_wh": [1e-6, 1e-6, 2e-6]})
+    fig = plotting.plot_method_bars(runs, ["a", "b"], title="t")
+    acc_ax = fig.axes[0]
+    bars = {round(p.get_width(), 6) for p in acc_ax.patches}
+    assert bars == {60.0}  # both means are 60 %
+    spans = [ln.get_xdata() for ln in acc_ax.lines if len(ln.get_xdata()) == 2]
+    widths = sorted(w for w in (round(abs(x[1] - x[0]), 6) for x in spans) if np.isfinite(w))
+    # one error bar: a's SD over its two seeds (0.5, 0.7 -> 14.142 % points each side); b has one run
+    assert len(widths) == 1 and widths[0] == pytest.approx(2 * 14.142136, rel=1e-5)
