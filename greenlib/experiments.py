@@ -36,6 +36,24 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+GPU_SOURCES = ("counter", "nvml", "smi")
+
+
+def check_energy_source(device: torch.device, source: str) -> None:
+    """A GPU source cannot measure work that runs on the CPU: it would record an idle GPU."""
+    if device.type != "cuda" and source in GPU_SOURCES:
+        raise ValueError(f"energy_source={source!r} measures a GPU, but the work runs on device={device.type!r}; "
+                         "use energy_source='auto' or 'cpu' there")
+
+
+def device_tracer(device: torch.device, source: str, interval_s: float) -> Tracer:
+    """A tracer for work on ``device``: that GPU, or the CPU (``auto`` means ``cpu`` for CPU work)."""
+    check_energy_source(device, source)
+    if device.type == "cuda":
+        return Tracer(gpus=(device.index or 0,), source=source, interval_s=interval_s)
+    return Tracer(gpus=None, source="cpu", interval_s=interval_s)
+
+
 def hardware_name(device: torch.device) -> str:
     """What the run's energy was measured on: the GPU model, or ``cpu``."""
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
@@ -55,8 +73,8 @@ class Context:
         return make_loaders(self.dataset, self.cfg.loader, batch_size or self.cfg.batch_size, self.device, seed=seed)
 
     def tracer(self) -> Tracer:
-        gpus = (self.device.index or 0,) if self.device.type == "cuda" else None
-        return Tracer(gpus=gpus, source=self.cfg.energy_source, interval_s=self.cfg.sampling_interval_s)
+        """The tracer of the device the work runs on: its GPU, or the CPU even where GPUs are visible."""
+        return device_tracer(self.device, self.cfg.energy_source, self.cfg.sampling_interval_s)
 
     def base_config(self) -> dict[str, Any]:
         """Config entries that change every run's numbers, the hardware included."""
@@ -73,6 +91,7 @@ def shared_config(cfg: Resolved) -> dict[str, Any]:
 def prepare(cfg: Resolved) -> Context:
     """Resolve the device, load the dataset (generated or cached), open the profile's store."""
     device = resolve_device(cfg.device)
+    check_energy_source(device, cfg.energy_source)  # before anything loads or trains
     ds = load_dataset(cfg.dataset, seed=DATASET_SEED).subset(cfg.train_size, cfg.test_size)
     environment = envmod.environment() | {"dataset": ds.name, "dataset_description": ds.description,
                                           "device": str(device)}

@@ -67,6 +67,10 @@ def measure_inference(model: nn.Module, images: torch.Tensor, tracer, *, batch_s
                     break
         sync()
     summary = tracer.windows[stage].to_dict()
+    if not summary["energy_j"] > 0:  # an IEC of 0 would make G infinite
+        raise RuntimeError(f"the traced {stage} window ({summary['elapsed_s']:.3f} s, source "
+                           f"{summary.get('energy_source')!r}) recorded {summary['energy_j']!r} J: the source updates "
+                           f"more slowly than the window; raise min_seconds (now {min_seconds!r})")
     n_images = n_batches * batch_size
     elapsed = summary["elapsed_s"]
     return {**summary, "images": n_images, "batches": n_batches, "batch_size": batch_size,

@@ -60,6 +60,30 @@ def test_cuda_device_without_a_gpu_is_a_clear_error():
         experiments.resolve_device("cuda")
 
 
+def test_cpu_work_is_traced_on_the_cpu_even_where_a_gpu_is_visible(monkeypatch):
+    """``auto`` on a CPU device must not pick NVML: it would record an idle GPU as the run's energy."""
+    import torch
+    from test_tracer_nvml import fake_nvml
+
+    from greenlib.tracer import sources
+
+    monkeypatch.setattr(sources, "NvmlDevices", lambda: fake_nvml(count=1))
+    gpu = sources.open_source("auto", None)  # the fake GPU is what plain ``auto`` would trace
+    assert gpu.name == "counter"
+    gpu.close()
+    tracer = experiments.device_tracer(torch.device("cpu"), "auto", 0.1)
+    assert tracer.source_name == "cpu" and tracer.gpus == [-1]  # -1: the CPU package
+
+
+@pytest.mark.parametrize("source", ["counter", "nvml", "smi"])
+def test_a_gpu_source_for_cpu_work_fails_before_anything_trains(source, monkeypatch):
+    cfg = config.resolve("baselines", profile="smoke", device="cpu", energy_source=source)
+    monkeypatch.setattr(experiments, "load_dataset", lambda *a, **k: pytest.fail("the dataset was loaded"))
+    with pytest.raises(ValueError, match=f"energy_source='{source}' measures a GPU, but the work runs on "
+                                         "device='cpu'; use energy_source='auto' or 'cpu'"):
+        experiments.prepare(cfg)
+
+
 def test_base_model_reuses_the_baseline_run_and_retrains_when_weights_are_gone(ctx):
     first = experiments.run_baseline(ctx, "resnet8", seed=0, progress=False)
     model, res = experiments.base_model(ctx, "resnet8", seed=0, epochs=ctx.cfg.epochs, progress=False)

@@ -125,7 +125,9 @@ def test_run_lands_in_the_store_with_both_stages_and_tec_adds_up(runs, ctx, stra
     assert m["tec_search_wh"] == res["stages"]["search"]["energy_wh"] > 0
     assert m["tec_retrain_wh"] == res["stages"]["retrain"]["energy_wh"] > 0
     assert m["iec_wh"] > 0 and 0 <= m["acc"] <= 1 and m["test_images"] == 16
-    assert m["method"] == nas.STRATEGIES[strategy].method and m["estimated"]  # CPU energy is an estimate
+    assert m["method"] == nas.STRATEGIES[strategy].method  # CPU work: the CPU's energy, RAPL else an estimate
+    assert set(m["energy_measured_by"].split("+")) <= {"cpu-rapl", "cpu-estimate"}
+    assert m["estimated"] == ("cpu-estimate" in m["energy_measured_by"])
     assert "NOT CIFAR-100" in m["dataset_description"] and "NOT CIFAR-100" in m["search_dataset_description"]
     assert c["kind"] == "nas" and c["strategy"] == strategy and c["search_dataset"] == "synthetic"
     stored = json.loads((run.folder / nas.ARCHITECTURE_FILE).read_text())

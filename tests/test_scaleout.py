@@ -115,7 +115,7 @@ def grid_run(tmp_path_factory):
     grid_file = root / "grid.json"
     grid_file.write_text(json.dumps([{"section": s, "params": p} for s, p in entries]))
     argv = [sys.executable, "-m", "greenlib.scaleout.grid", "--profile", "smoke", "--grid", str(grid_file),
-            "--workers", "1", "--store", str(store), "--log-dir", str(root / "logs1")]
+            "--workers", "1", "--gpus", "0", "--store", str(store), "--log-dir", str(root / "logs1")]
     proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)  # its own process group: the driver and every job
     left = None
@@ -134,7 +134,7 @@ def grid_run(tmp_path_factory):
         proc.wait()
     finished = _complete(store)
     lines: list[str] = []
-    report = grid.run_grid(entries, "smoke", executor="local", workers=2, store_root=store, log_dir=root / "logs2",
+    report = grid.run_grid(entries, "smoke", executor="local", gpus=0, workers=2, store_root=store, log_dir=root / "logs2",
                            poll_s=0.2, log=lines.append)
     return SimpleNamespace(root=root, store=store, finished=finished, report=report, lines=lines, rc=rc, left=left)
 
@@ -498,6 +498,34 @@ def test_ddp_bad_input_is_a_one_line_error_before_any_rank_trains(monkeypatch, c
     assert "baselines.models: 'resnet9' is not accepted" in capsys.readouterr().err
     assert ddp_main([*base, "-p", "seeds=[1]"]) == 2
     assert "-p seeds=... is not accepted here; give --model and --seed" in capsys.readouterr().err
+
+
+def test_main_restores_the_callers_sigterm_handler(tmp_path, capsys):
+    """main() turns SIGTERM into a clean stop while it runs, and leaves its caller's handler as it was."""
+    mine = lambda signum, frame: None  # noqa: E731
+    previous = signal.signal(signal.SIGTERM, mine)
+    try:
+        assert grid.main(["--profile", "smoke", "--section", "baselines", "--dry-run", "--gpus", "0",
+                          "--store", str(tmp_path)]) == 0
+        assert grid.main(["--profile", "smoke", "--section", "nosuch", "--gpus", "0", "--store", str(tmp_path)]) == 2
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert "error:" in capsys.readouterr().err
+
+
+def test_a_cpu_cell_is_found_complete_when_the_grid_runs_on_gpu_slots(tmp_path):
+    """device='cpu' runs on the CPU on any slot: its stored run says hardware 'cpu', not the slot's GPU."""
+    store = tmp_path / "s"
+    cell = grid.make_plan([("baselines", TINY)], "smoke", store).cells[0]
+    assert cell.resolve().device == "cpu"
+    run = ResultsStore(store).open({**grid.selector(cell), "hardware": "cpu"}, environment={})
+    run.finish({"acc": 0.5})
+    on_gpus = grid.make_plan([("baselines", TINY)], "smoke", store, hardware=["NVIDIA H100 80GB HBM3"])
+    assert on_gpus.done == {cell: run.id} and on_gpus.to_run() == []
+    on_cuda = grid.make_plan([("baselines", {**TINY, "device": "cuda"})], "smoke", store,
+                             hardware=["NVIDIA H100 80GB HBM3"])
+    assert on_cuda.done == {}  # a GPU cell is not satisfied by a CPU measurement
 
 
 # -- the cost estimate -----------------------------------------------------------------------------

@@ -373,9 +373,10 @@ def test_sources_match_config():
 
 # -- CUDA synchronisation --------------------------------------------------------------------------
 
-def _fake_torch(initialized=True):
+def _fake_torch(initialized=True, count=2):
     calls = []
-    cuda = types.SimpleNamespace(is_initialized=lambda: initialized, synchronize=lambda d=None: calls.append(d))
+    cuda = types.SimpleNamespace(is_initialized=lambda: initialized, synchronize=lambda d=None: calls.append(d),
+                                 device_count=lambda: count)
     return types.SimpleNamespace(cuda=cuda), calls
 
 
@@ -386,6 +387,15 @@ def test_cuda_synchronised_at_window_edges(monkeypatch):
         with t.window("w"):
             assert calls == [0, 1]
     assert calls[:4] == [0, 1, 0, 1]
+
+
+def test_gpus_cuda_cannot_see_are_not_synchronised(monkeypatch):
+    """A source that names more GPUs than this process's CUDA has (a mocked NVML on a one-GPU box)."""
+    torch, calls = _fake_torch(count=1)
+    monkeypatch.setitem(sys.modules, "torch", torch)
+    with Tracer(source=FakeSource(labels=(0, 3)), interval_s=0.01) as t:
+        with t.window("w"):
+            assert calls == [0]
 
 
 @pytest.mark.parametrize("sync, initialized", [(False, True), (True, False)])
@@ -493,7 +503,8 @@ def test_failing_cuda_sync_does_not_mask_the_traced_exception(monkeypatch):
         if broken:
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
-    torch = types.SimpleNamespace(cuda=types.SimpleNamespace(is_initialized=lambda: True, synchronize=sync))
+    torch = types.SimpleNamespace(cuda=types.SimpleNamespace(is_initialized=lambda: True, synchronize=sync,
+                                                             device_count=lambda: 1))
     monkeypatch.setitem(sys.modules, "torch", torch)
     err = IndexError("the traced code's own error")
     with pytest.raises(IndexError) as info:

@@ -171,6 +171,23 @@ def test_available_sources_reports_reasons():
                    "smi": "ok", "cpu": "ok"}
 
 
+@pytest.mark.parametrize("env, ok", [("", False), ("-1", False), ("1", True), ("1,0", True)])
+def test_available_sources_applies_cuda_visible_devices_as_the_tracer_does(monkeypatch, env, ok):
+    """"ok" must mean that ``Tracer(source=...)`` opens: a benchmark script picks its sources from it."""
+    got = available_sources(nvml=fake_nvml(), smi_runner=smi_fixture("nvidia-h200-x2-idle.xml"),
+                            env={"CUDA_VISIBLE_DEVICES": env})
+    assert got["cpu"] == "ok" and all((got[s] == "ok") == ok for s in ("counter", "nvml", "smi")), got
+    if not ok:
+        assert "no GPU visible" in got["nvml"] and f"CUDA_VISIBLE_DEVICES={env!r}" in got["smi"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", env)
+    for source in ("counter", "nvml"):
+        if ok:
+            Tracer(source=source, nvml=fake_nvml(), smi_runner=no_smi)
+        else:
+            with pytest.raises(ValueError, match="no GPU visible"):
+                Tracer(source=source, nvml=fake_nvml(), smi_runner=no_smi)
+
+
 # -- CUDA_VISIBLE_DEVICES --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("env, gpus, physical", [

@@ -62,7 +62,7 @@ def _tracer(ctx: experiments.Context, device: torch.device) -> Tracer:
     if device.type == ctx.device.type:
         return ctx.tracer()
     # a CPU deployable from a GPU notebook: its energy is the CPU's (RAPL, else the estimate)
-    return Tracer(gpus=None, source="cpu", interval_s=ctx.cfg.sampling_interval_s)
+    return experiments.device_tracer(device, "auto", ctx.cfg.sampling_interval_s)
 
 
 def _test_images(loader, n: int) -> torch.Tensor:

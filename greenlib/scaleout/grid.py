@@ -130,13 +130,15 @@ def make_plan(entries: Sequence[tuple[str, Mapping[str, Any]]], profile: str, st
 
 
 def _complete_in_store(cells: Sequence[Cell], root: Path, hardware: Sequence[str]) -> dict[Cell, str]:
-    """Cells whose run is complete in the store, measured on one of ``hardware``."""
+    """Cells whose run is complete in the store, measured on one of ``hardware`` (on ``cpu`` for a
+    cell with ``device='cpu'``, which runs on the CPU whatever slot it is given)."""
     stored = [(run.id, run.config) for run in ResultsStore(root).runs()]
     out = {}
     for c in cells:
         want = selector(c)
+        on = ("cpu",) if c.resolve().device == "cpu" else hardware
         for rid, cfg in stored:
-            if cfg.get("hardware") in hardware and all(k in cfg and cfg[k] == v for k, v in want.items()):
+            if cfg.get("hardware") in on and all(k in cfg and cfg[k] == v for k, v in want.items()):
                 out[c] = rid
                 break
     return out
@@ -622,13 +624,19 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     import signal
 
-    from ..pipeline import PipelineError, parse_overrides
-
     def _interrupt(signum, frame):  # SIGTERM (kill, a batch system) stops the grid as Ctrl-C does
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, _interrupt)
-    args = _parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # restored on return: main() may run inside another program
+    try:
+        return _main(_parser().parse_args(argv))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(args: argparse.Namespace) -> int:
+    from ..pipeline import PipelineError, parse_overrides
+
     try:
         if bool(args.section) == bool(args.grid):
             raise GridError("give either --section (with -p name=value) or --grid FILE.json")

@@ -331,8 +331,10 @@ class Tracer:
         torch = sys.modules.get("torch")  # never import torch here: no torch, no CUDA work to wait for
         if torch is None or not torch.cuda.is_initialized():
             return
+        # a label CUDA does not know here (e.g. NVML mocked, or a GPU another process uses) has no work of ours
+        n = torch.cuda.device_count()
         gpus = [g for g in self.gpus if g != CPU_LABEL]
-        for g in gpus or [None]:
+        for g in [g for g in gpus if 0 <= g < n] if gpus else [None]:
             torch.cuda.synchronize(g)
 
     # -- sampling thread -----------------------------------------------------------------------

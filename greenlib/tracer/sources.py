@@ -162,33 +162,37 @@ def visible_gpus(*, nvml: NvmlDevices | None = None, env: dict | None = None) ->
 
 
 def available_sources(*, nvml: NvmlDevices | None = None, smi_runner: Runner | None = None,
-                      smi_timeout_s: float = 2.0, rapl_root: str | Path = RAPL_ROOT) -> dict[str, str]:
+                      smi_timeout_s: float = 2.0, rapl_root: str | Path = RAPL_ROOT,
+                      env: dict | None = None) -> dict[str, str]:
     """``{source: "ok" or the reason it is unavailable}`` for counter, nvml, smi and cpu.
 
-    Looks at every GPU of the machine (``CUDA_VISIBLE_DEVICES`` is not applied).
+    Applies ``CUDA_VISIBLE_DEVICES`` as ``open_source(source, None)`` does: "ok" means that
+    ``Tracer(source=...)`` opens here, on every visible GPU.
     """
+    env = dict(os.environ) if env is None else env
     out: dict[str, str] = {}
     devices = nvml if nvml is not None else NvmlDevices()
     try:
-        devices.init()
-    except DeviceError as e:
+        _labels, physical = _open_nvml(devices, None, env)
+    except (DeviceError, ValueError) as e:  # ValueError: a CUDA_VISIBLE_DEVICES that names no GPU here
         out["counter"] = out["nvml"] = str(e)
     else:
         try:
-            n = devices.count()
-            if n == 0:
-                out["counter"] = out["nvml"] = "NVML sees no GPU"
-            else:
-                out["nvml"] = "ok"
-                out["counter"] = _counter_problem(devices, list(range(n))) or "ok"
-        except DeviceError as e:
-            out["counter"] = out["nvml"] = str(e)
+            out["nvml"] = "ok"
+            out["counter"] = _counter_problem(devices, physical) or "ok"
         finally:
             devices.shutdown()
     runner = smi_runner if smi_runner is not None else SubprocessRunner()
     try:
-        out["smi"] = "ok" if run_smi(runner, smi_timeout_s, SMI_COMMAND) else "nvidia-smi lists no GPU"
-    except SourceError as e:
+        probe = run_smi(runner, smi_timeout_s, SMI_COMMAND)
+        env_value = env.get("CUDA_VISIBLE_DEVICES")
+        if not probe:
+            out["smi"] = "nvidia-smi lists no GPU"
+        elif not _gpus.select(None, _gpus.visible_physical(env_value, [g["uuid"] or "" for g in probe]), env_value)[0]:
+            out["smi"] = f"no GPU visible (nvidia-smi lists {len(probe)}; CUDA_VISIBLE_DEVICES={env_value!r})"
+        else:
+            out["smi"] = "ok"
+    except (SourceError, ValueError) as e:
         out["smi"] = str(e)
     out["cpu"] = "ok"
     return out
