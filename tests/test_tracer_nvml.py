@@ -171,6 +171,7 @@ def test_available_sources_reports_reasons():
                    "smi": "ok", "cpu": "ok"}
 
 
+@pytest.mark.filterwarnings("ignore:CUDA_VISIBLE_DEVICES='-1'")  # that warning: test_tracer_gpus
 @pytest.mark.parametrize("env, ok", [("", False), ("-1", False), ("1", True), ("1,0", True)])
 def test_available_sources_applies_cuda_visible_devices_as_the_tracer_does(monkeypatch, env, ok):
     """"ok" must mean that ``Tracer(source=...)`` opens: a benchmark script picks its sources from it."""
