@@ -217,7 +217,7 @@ def quantization_helps(table: pd.DataFrame, mui_min: float, mui_max: float, tau:
     q = table[table["family"] == "quantization"]
     prec = q["label"].str.rsplit(" ", n=1).str[-1]
     base = q[prec == "fp32"].set_index("model")
-    lines, ok = [], []
+    lines, ok, failing = [], [], []
     for r in q[prec != "fp32"].itertuples():
         if r.model not in base.index:
             lines.append(f"{r.label}: no fp32 row of {r.model} to compare with")
@@ -228,11 +228,12 @@ def quantization_helps(table: pd.DataFrame, mui_min: float, mui_max: float, tau:
                   / metric.greeness(b.acc_percent / 100, b.tec_wh, b.iec_wh, m, tau=tau) for m in (mui_min, mui_max)]
         helps = all(x >= 1 for x in ratios)
         ok.append(helps)
+        if not helps:
+            failing.append(r.label)
         est = " (IEC estimated on the CPU)" if r.estimated else ""
         lines.append(f"{r.label}{est}: G / G(fp32) = {ratios[0]:.3f} at {mui_min:.0e}, {ratios[1]:.3f} at {mui_max:.0e}")
     if not ok:
         return Verdict(guideline, None, ("; ".join(lines) + ".") if lines else "No stored quantized runs.")
-    failing = [ln.split(":")[0] for ln, good in zip([x for x in lines if "no fp32 row" not in x], ok) if not good]
     tail = f" Not helping: {', '.join(failing)}." if failing else ""
     return Verdict(guideline, all(ok), f"{sum(ok)} of {len(ok)} quantized models help.{tail} " + "; ".join(lines) + ".")
 

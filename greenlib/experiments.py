@@ -19,7 +19,7 @@ from .io import atomic_torch_save
 from .models import build_model, model_info
 from .paths import results_dir
 from .results import ResultsStore, Run
-from .tracer import Tracer
+from .tracer import SOURCES, Tracer
 from .train import Trainer, TrainConfig, evaluate, seed_everything
 
 DATASET_SEED = 0  # the offline dataset is generated once, from this seed, for every run
@@ -36,7 +36,7 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-GPU_SOURCES = ("counter", "nvml", "smi")
+GPU_SOURCES = tuple(s for s in SOURCES if s not in ("auto", "cpu"))  # counter, nvml, smi
 
 
 def check_energy_source(device: torch.device, source: str) -> None:
@@ -120,6 +120,20 @@ def measure_iec(ctx: Context, run: Run, model: torch.nn.Module, tracer: Tracer, 
     return iec
 
 
+ACC_FIELDS = ("acc", "test_loss", "test_images")  # of train.evaluate
+IEC_FIELDS = ("iec_wh", "iec_j", "latency_ms", "throughput_ips")  # of inference.measure_inference
+
+
+def acc_metrics(acc: Mapping[str, Any]) -> dict[str, Any]:
+    """The accuracy entries every run's metrics carry, from :func:`evaluate`'s result."""
+    return {k: acc[k] for k in ACC_FIELDS}
+
+
+def iec_metrics(iec: Mapping[str, Any]) -> dict[str, Any]:
+    """The IEC entries every run's metrics carry, from :func:`measure_iec`'s result."""
+    return {k: iec[k] for k in IEC_FIELDS}
+
+
 def train_and_measure(ctx: Context, run: Run, model: torch.nn.Module, seed: int, train_cfg: TrainConfig,
                       stage: str = "base_training", progress: bool = True) -> dict[str, Any]:
     """Train ``model`` (traced, resumable), then its accuracy and IEC; returns the run's metrics."""
@@ -133,10 +147,9 @@ def train_and_measure(ctx: Context, run: Run, model: torch.nn.Module, seed: int,
         iec = measure_iec(ctx, run, model, tracer, test_loader)
     atomic_torch_save(model.state_dict(), run.folder / "model.pt")
     (run.folder / "checkpoint.pt").unlink(missing_ok=True)
-    return {"acc": acc["acc"], "test_loss": acc["test_loss"], "test_images": acc["test_images"],
+    return {**acc_metrics(acc),
             "tec_wh": summary["energy_wh"], "tec_j": summary["energy_j"], "train_elapsed_s": summary["elapsed_s"],
-            "iec_wh": iec["iec_wh"], "iec_j": iec["iec_j"], "latency_ms": iec["latency_ms"],
-            "throughput_ips": iec["throughput_ips"], "energy_measured_by": summary["energy_source"],
+            **iec_metrics(iec), "energy_measured_by": summary["energy_source"],
             "estimated": bool(summary.get("estimated") or iec.get("estimated")),
             "final_train_loss": trainer.history[-1].train_loss, "final_train_acc": trainer.history[-1].train_acc}
 

@@ -231,7 +231,6 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-__all__ = ["ResultsStore", "Run", "run_id", "flatten_result", "CorruptRunWarning"]
 
 
 def same_value(stored: Any, want: Any) -> bool:
@@ -255,3 +254,6 @@ def config_mask(df: "pandas.DataFrame", want: Mapping[str, Any]) -> "pandas.Seri
     for key, value in want.items():
         mask &= df[key].map(lambda v, w=value: same_value(v, w))
     return mask
+
+
+__all__ = ["ResultsStore", "Run", "run_id", "flatten_result", "CorruptRunWarning", "same_value", "config_mask"]

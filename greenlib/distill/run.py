@@ -221,7 +221,7 @@ def _distill_and_measure(ctx: Context, run: Run, student: torch.nn.Module, teach
         (run.folder / name).unlink(missing_ok=True)
     pre_s = stages[0] if cls.pretrains else {"energy_wh": 0.0, "energy_j": 0.0, "elapsed_s": 0.0}
     dist_s = stages[-1]
-    out = {"acc": acc["acc"], "test_loss": acc["test_loss"], "test_images": acc["test_images"],
+    out = {**experiments.acc_metrics(acc),
            "tec_pretrain_wh": pre_s["energy_wh"], "tec_distill_wh": dist_s["energy_wh"],
            "_student_j": pre_s["energy_j"] + dist_s["energy_j"],
            "train_elapsed_s": pre_s["elapsed_s"] + dist_s["elapsed_s"],
@@ -229,8 +229,7 @@ def _distill_and_measure(ctx: Context, run: Run, student: torch.nn.Module, teach
            "estimated": any(bool(s.get("estimated")) for s in [*stages, iec]),
            "final_train_loss": trainer.history[-1].train_loss, "final_train_acc": trainer.history[-1].train_acc}
     if iec:
-        out |= {"iec_wh": iec["iec_wh"], "iec_j": iec["iec_j"], "latency_ms": iec["latency_ms"],
-                "throughput_ips": iec["throughput_ips"]}
+        out |= experiments.iec_metrics(iec)
     return out
 
 
@@ -251,8 +250,7 @@ def student_iec(ctx: Context, student: str, seed: int) -> dict[str, Any]:
     with ctx.tracer() as tracer:
         iec = experiments.measure_iec(ctx, run, model, tracer, test_loader)
     info = model_info(student, num_classes=ctx.dataset.num_classes)
-    return run.finish({"iec_wh": iec["iec_wh"], "iec_j": iec["iec_j"], "latency_ms": iec["latency_ms"],
-                       "throughput_ips": iec["throughput_ips"], "energy_measured_by": iec["energy_source"],
+    return run.finish({**experiments.iec_metrics(iec), "energy_measured_by": iec["energy_source"],
                        "estimated": bool(iec.get("estimated")), "params": info["params"],
                        "flops_per_image": info["flops_per_image"], "dataset_description": ctx.dataset.description})
 

@@ -148,14 +148,13 @@ def run_nas(ctx: Context, strategy: str, seed: int, search_classes: int = 100, s
     stages = [search_stage, retrain, iec]
     return run.finish({
         "method": strategies.get(strategy).method, "architecture": arch,
-        "acc": acc["acc"], "test_loss": acc["test_loss"], "test_images": acc["test_images"],
+        **experiments.acc_metrics(acc),
         "tec_search_wh": search_stage["energy_wh"], "tec_retrain_wh": retrain["energy_wh"],
         "tec_wh": search_stage["energy_wh"] + retrain["energy_wh"],
         "tec_j": search_stage["energy_j"] + retrain["energy_j"],
         "search_elapsed_s": search_stage["elapsed_s"], "retrain_elapsed_s": retrain["elapsed_s"],
         "train_elapsed_s": search_stage["elapsed_s"] + retrain["elapsed_s"],
-        "iec_wh": iec["iec_wh"], "iec_j": iec["iec_j"], "latency_ms": iec["latency_ms"],
-        "throughput_ips": iec["throughput_ips"],
+        **experiments.iec_metrics(iec),
         "energy_measured_by": "+".join(dict.fromkeys(str(s["energy_source"]) for s in stages)),
         "estimated": any(bool(s.get("estimated")) for s in stages),
         "params": info["params"], "flops_per_image": info["flops_per_image"],

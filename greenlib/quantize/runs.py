@@ -125,13 +125,12 @@ def run_variant(ctx: experiments.Context, model_name: str, seed: int, v: Variant
     base_stage = base["stages"]["base_training"]
     sources = [base["metrics"]["energy_measured_by"], cal["energy_source"], iec["energy_source"]]
     return run.finish({
-        "acc": acc["acc"], "test_loss": acc["test_loss"], "test_images": acc["test_images"],
+        **experiments.acc_metrics(acc),
         "base_acc": base["metrics"]["acc"],
         "tec_wh": base_stage["energy_wh"] + cal["energy_wh"], "tec_j": base_stage["energy_j"] + cal["energy_j"],
         "tec_base_wh": base_stage["energy_wh"], "tec_calibration_wh": cal["energy_wh"],
         "calibration_elapsed_s": cal["elapsed_s"], "calibration_images_used": dep.calibration_images,
-        "iec_wh": iec["iec_wh"], "iec_j": iec["iec_j"], "latency_ms": iec["latency_ms"],
-        "throughput_ips": iec["throughput_ips"], "inference_batch_size": bs,
+        **experiments.iec_metrics(iec), "inference_batch_size": bs,
         "energy_measured_by": " + ".join(dict.fromkeys(map(str, sources))),
         "estimated": bool(base["metrics"].get("estimated") or cal.get("estimated") or iec.get("estimated")),
         "params": info["params"], "flops_per_image": info["flops_per_image"],

@@ -128,18 +128,11 @@ def combine_devices(parts: Sequence[dict[str, Any]], keys: Sequence[str]) -> dic
         first.setdefault(k, p)
     uniq = list(first.values())
     out: dict[str, Any] = {"name": parts[0].get("name"), "n_ranks": len(parts), "n_devices": len(uniq)}
-    for k in _SUM:
-        vals = [p.get(k) for p in uniq if p.get(k) is not None]
-        if vals:
-            out[k] = float(sum(vals))
-    for k in _MAX:
-        vals = [p.get(k) for p in uniq if p.get(k) is not None]
-        if vals:
-            out[k] = float(max(vals))
-    for k in _MEAN:
-        vals = [p.get(k) for p in uniq if p.get(k) is not None]
-        if vals:
-            out[k] = float(sum(vals) / len(vals))
+    for fields, reduce in ((_SUM, sum), (_MAX, max), (_MEAN, lambda v: sum(v) / len(v))):
+        for k in fields:
+            vals = [p.get(k) for p in uniq if p.get(k) is not None]
+            if vals:
+                out[k] = float(reduce(vals))
     e, t = out.get("energy_j", math.nan), out.get("elapsed_s", math.nan)
     out["mean_power_w"] = e / t if t and t > 0 else math.nan
     out["energy_source"] = "+".join(dict.fromkeys(str(p.get("energy_source")) for p in uniq))
@@ -339,10 +332,9 @@ def _finish(run, stage, acc, iec, model, model_name, ds, every, names) -> dict[s
     last = stage["epochs"][-1]
     per_gpu_j = [e["summary"]["energy_j"] for e in every]
     return run.finish({
-        "acc": acc["acc"], "test_loss": acc["test_loss"], "test_images": acc["test_images"],
+        **experiments.acc_metrics(acc),
         "tec_wh": stage["energy_wh"], "tec_j": stage["energy_j"], "train_elapsed_s": stage["elapsed_s"],
-        "iec_wh": iec["iec_wh"], "iec_j": iec["iec_j"], "latency_ms": iec["latency_ms"],
-        "throughput_ips": iec["throughput_ips"], "energy_measured_by": stage["energy_source"],
+        **experiments.iec_metrics(iec), "energy_measured_by": stage["energy_source"],
         "estimated": bool(stage.get("estimated") or iec.get("estimated")),
         "final_train_loss": last["train_loss"], "final_train_acc": last["train_acc"],
         "params": info["params"], "flops_per_image": info["flops_per_image"],

@@ -331,11 +331,14 @@ class Tracer:
         torch = sys.modules.get("torch")  # never import torch here: no torch, no CUDA work to wait for
         if torch is None or not torch.cuda.is_initialized():
             return
-        # a label CUDA does not know here (e.g. NVML mocked, or a GPU another process uses) has no work of ours
-        n = torch.cuda.device_count()
         gpus = [g for g in self.gpus if g != CPU_LABEL]
-        for g in [g for g in gpus if 0 <= g < n] if gpus else [None]:
-            torch.cuda.synchronize(g)
+        if not gpus:
+            torch.cuda.synchronize()
+            return
+        n = torch.cuda.device_count()
+        for g in gpus:
+            if g < n:  # a label CUDA does not know here (NVML mocked, say) holds no work of ours
+                torch.cuda.synchronize(g)
 
     # -- sampling thread -----------------------------------------------------------------------
     def _warn_once(self, message: str) -> None:

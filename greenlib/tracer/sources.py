@@ -45,6 +45,17 @@ def _counter_problem(devices: NvmlDevices, physical: list[int]) -> str | None:
     return None
 
 
+def _smi_select(probe: list[dict], gpus: list[int] | None, env: dict) -> tuple[list[int], list[int], list[int]]:
+    """(visible, labels, physical): ``gpus`` mapped onto nvidia-smi's GPUs through ``CUDA_VISIBLE_DEVICES``."""
+    env_value = env.get("CUDA_VISIBLE_DEVICES")
+    visible = _gpus.visible_physical(env_value, [g["uuid"] or "" for g in probe])
+    return (visible, *_gpus.select(gpus, visible, env_value))
+
+
+def _smi_none_visible(probe: list[dict], env: dict) -> str:
+    return f"no GPU visible (nvidia-smi lists {len(probe)}; CUDA_VISIBLE_DEVICES={env.get('CUDA_VISIBLE_DEVICES')!r})"
+
+
 def _open_smi(runner: Runner, timeout_s: float, gpus: list[int] | None, env: dict, required: bool,
               warn_once: Callable[[str], None]) -> SmiSource | None:
     """Probe nvidia-smi and map ``gpus``. When it fails: None, or (``required``) a source whose
@@ -60,15 +71,13 @@ def _open_smi(runner: Runner, timeout_s: float, gpus: list[int] | None, env: dic
         warn_once(f"source 'smi': {e}; GPU(s) {labels} cannot be checked and every sample will be "
                   "recorded as missing")
         return SmiSource(labels, labels, runner, timeout_s, power_is_average=False, probe=None)
-    env_value = env.get("CUDA_VISIBLE_DEVICES")
-    visible = _gpus.visible_physical(env_value, [g["uuid"] or "" for g in probe])
-    labels, physical = _gpus.select(gpus, visible, env_value)
+    visible, labels, physical = _smi_select(probe, gpus, env)
     if not labels:
         if required:
-            raise ValueError(f"source 'smi': no GPU visible (nvidia-smi lists {len(probe)}; "
-                             f"CUDA_VISIBLE_DEVICES={env_value!r})")
+            raise ValueError(f"source 'smi': {_smi_none_visible(probe, env)}")
         return None
-    _gpus.warn_if_order_ambiguous([probe[p]["name"] or "" for p in visible], env.get("CUDA_DEVICE_ORDER"), env_value)
+    _gpus.warn_if_order_ambiguous([probe[p]["name"] or "" for p in visible], env.get("CUDA_DEVICE_ORDER"),
+                                  env.get("CUDA_VISIBLE_DEVICES"))
     is_average = probe[physical[0]]["power_w_field"] == "average"
     return SmiSource(labels, physical, runner, timeout_s, power_is_average=is_average, probe=probe)
 
@@ -185,13 +194,10 @@ def available_sources(*, nvml: NvmlDevices | None = None, smi_runner: Runner | N
     runner = smi_runner if smi_runner is not None else SubprocessRunner()
     try:
         probe = run_smi(runner, smi_timeout_s, SMI_COMMAND)
-        env_value = env.get("CUDA_VISIBLE_DEVICES")
         if not probe:
             out["smi"] = "nvidia-smi lists no GPU"
-        elif not _gpus.select(None, _gpus.visible_physical(env_value, [g["uuid"] or "" for g in probe]), env_value)[0]:
-            out["smi"] = f"no GPU visible (nvidia-smi lists {len(probe)}; CUDA_VISIBLE_DEVICES={env_value!r})"
         else:
-            out["smi"] = "ok"
+            out["smi"] = "ok" if _smi_select(probe, None, env)[1] else _smi_none_visible(probe, env)
     except (SourceError, ValueError) as e:
         out["smi"] = str(e)
     out["cpu"] = "ok"
