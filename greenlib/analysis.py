@@ -228,9 +228,9 @@ def quantization_helps(table: pd.DataFrame, mui_min: float, mui_max: float, tau:
                   / metric.greeness(b.acc_percent / 100, b.tec_wh, b.iec_wh, m, tau=tau) for m in (mui_min, mui_max)]
         helps = all(x >= 1 for x in ratios)
         ok.append(helps)
-        if not helps:
-            failing.append(r.label)
         est = " (IEC estimated on the CPU)" if r.estimated else ""
+        if not helps:
+            failing.append(r.label + est)
         lines.append(f"{r.label}{est}: G / G(fp32) = {ratios[0]:.3f} at {mui_min:.0e}, {ratios[1]:.3f} at {mui_max:.0e}")
     if not ok:
         return Verdict(guideline, None, ("; ".join(lines) + ".") if lines else "No stored quantized runs.")
