@@ -4,7 +4,10 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.greenlib-installed
+# The stamp is named for a hash of pyproject.toml's content: the venv is reinstalled when that
+# content changes, not when a checkout merely touches the file.
+PYPROJECT_SHA := $(shell $(PYTHON) -c "import hashlib; print(hashlib.sha256(open('pyproject.toml', 'rb').read()).hexdigest()[:16])")
+STAMP := $(VENV)/.greenlib-installed-$(PYPROJECT_SHA)
 PROFILE ?=
 
 # Tool caches stay inside the repo (nothing written under $HOME).
@@ -15,13 +18,14 @@ export PYTHONUNBUFFERED := 1
 
 .PHONY: reproduce test lab figures clean venv
 
-# The venv is (re)built when pyproject.toml changes.
-$(STAMP): pyproject.toml
+# The venv is (re)built when pyproject.toml's content changes (see STAMP).
+$(STAMP):
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "installing the environment into $(VENV) (first run: a few minutes)"
 	@$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	@$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	@$(PY) -m ipykernel install --sys-prefix --name greenlib --display-name "Python (greenlib)" >/dev/null
+	@rm -f $(VENV)/.greenlib-installed*
 	@touch $(STAMP)
 
 venv: $(STAMP)

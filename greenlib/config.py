@@ -55,7 +55,7 @@ SOURCES: tuple[str, ...] = ("auto", "counter", "nvml", "smi", "cpu")
 
 # Parameters every notebook that trains or measures takes.
 _COMMON: dict[str, Param] = {
-    "dataset": Param(str, "dataset: synthetic (offline stand-in) or cifar100", choices=DATASETS),
+    "dataset": Param(str, f"dataset, one of {', '.join(DATASETS)} (docs/datasets.md)", choices=DATASETS),
     "device": Param(str, "where to run: auto picks cuda when visible", choices=DEVICES),
     "train_size": Param(int, "training images per epoch (a prefix of the 50,000)", min=1, max=50_000),
     "test_size": Param(int, "test images for accuracy (a prefix of the 10,000)", min=1, max=10_000),

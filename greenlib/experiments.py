@@ -18,7 +18,7 @@ from .inference import measure_inference
 from .io import atomic_torch_save
 from .models import build_model, model_info
 from .paths import results_dir
-from .results import ResultsStore, Run
+from .results import LockingStore, ResultsStore, Run
 from .tracer import SOURCES, Tracer
 from .train import Trainer, TrainConfig, evaluate, seed_everything
 
@@ -89,13 +89,17 @@ def shared_config(cfg: Resolved) -> dict[str, Any]:
 
 
 def prepare(cfg: Resolved) -> Context:
-    """Resolve the device, load the dataset (generated or cached), open the profile's store."""
+    """Resolve the device, load the dataset (generated or cached), open the profile's store.
+
+    The store is a :class:`LockingStore`: a run another process (a second notebook on the same
+    profile, a grid job) is computing is waited for and then reused, never trained twice.
+    """
     device = resolve_device(cfg.device)
     check_energy_source(device, cfg.energy_source)  # before anything loads or trains
     ds = load_dataset(cfg.dataset, seed=DATASET_SEED).subset(cfg.train_size, cfg.test_size)
     environment = envmod.environment() | {"dataset": ds.name, "dataset_description": ds.description,
                                           "device": str(device)}
-    return Context(cfg, device, ds, ResultsStore(results_dir(cfg.profile)), environment)
+    return Context(cfg, device, ds, LockingStore(results_dir(cfg.profile)), environment)
 
 
 def stage_samples(tracer: Tracer, summary: Mapping[str, Any]):

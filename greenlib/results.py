@@ -11,18 +11,28 @@ Layout of ``<root>/<run_id>/`` (``root`` is usually ``paths.results_dir(profile)
     *.pt               checkpoints and weights (git-ignored)
 
 Every file is written atomically, so an interrupted run leaves either no ``result.json``
-(the run resumes from its checkpoint) or a complete one. A folder whose ``result.json`` is
-unreadable or whose config does not hash to its name is skipped with a warning, never half-read.
+(the run resumes from its checkpoint) or a complete one. One definition of a complete run
+(:func:`incomplete_reason`) serves the cache and the collector: a folder with a ``result.json``
+that is not complete (``metrics.json`` missing, ``result.json`` holding ``{}``, a config that
+does not hash to the folder's name) is skipped by the collector with a warning, never half-read,
+and redone by the next ``open`` (:meth:`ResultsStore.incomplete` lists such folders).
+
+Several processes may share a store: :class:`LockingStore` (what ``experiments.prepare`` and the
+scale-out grid open) makes one process compute a run while the others wait for it.
 """
 from __future__ import annotations
 
+import fcntl
 import gzip
 import hashlib
 import json
+import os
+import sys
+import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from .io import atomic_write_bytes, atomic_write_json
 
@@ -31,7 +41,7 @@ _REQUIRED = ("config.json", "environment.json", "metrics.json", "result.json")
 
 
 class CorruptRunWarning(UserWarning):
-    """A run folder in the store could not be read and was skipped."""
+    """A run folder in the store could not be read: skipped when reading, redone when opened."""
 
 
 def canonical_json(obj: Any) -> str:
@@ -59,15 +69,16 @@ class Run:
 
     @property
     def complete(self) -> bool:
-        return _read_json(self.folder / "result.json") is not None
+        """Whether the collector can read this run (the one definition: :func:`incomplete_reason`)."""
+        return incomplete_reason(self.folder) is None
 
     @property
     def result(self) -> dict[str, Any]:
         """The complete run as one dict (config, environment, stages, metrics); raises if incomplete."""
-        res = _read_json(self.folder / "result.json")
-        if res is None:
-            raise FileNotFoundError(f"run {self.id} is not complete (no readable result.json in {self.folder})")
-        return res
+        problem = incomplete_reason(self.folder)
+        if problem:
+            raise FileNotFoundError(f"run {self.id} is not complete ({problem}) in {self.folder}")
+        return _read_json(self.folder / "result.json")
 
     def has_stage(self, name: str) -> bool:
         return (self.folder / "stages" / f"{_safe(name)}.json").exists()
@@ -101,9 +112,10 @@ class Run:
         clash = sorted(set(metrics) & set(self.config))
         if clash:
             raise ValueError(f"metrics {clash} share names with config keys; rename the metrics")
-        if environment is not None:
-            atomic_write_json(self.folder / "environment.json", dict(environment))
-        env = _read_json(self.folder / "environment.json") or {}
+        env = dict(environment) if environment is not None else _read_json(self.folder / "environment.json")
+        if environment is not None or env is None:  # a complete run has one, if only empty
+            env = env or {}
+            atomic_write_json(self.folder / "environment.json", env)
         atomic_write_json(self.folder / "metrics.json", dict(metrics))
         result = {"run_id": self.id, "schema": SCHEMA_VERSION, "config": self.config, "environment": env,
                   "stages": self.stages(), "metrics": dict(metrics)}
@@ -122,7 +134,8 @@ class ResultsStore:
         """The run for ``config``: existing (a cache hit when complete) or new.
 
         ``force`` discards a complete result (``result.json`` and ``metrics.json``) so the run is
-        recomputed; its stages are overwritten as they are redone.
+        recomputed; its stages are overwritten as they are redone. A folder holding a
+        ``result.json`` that is not complete is discarded the same way, with a CorruptRunWarning.
         """
         config = json.loads(canonical_json(config))  # plain JSON types, as stored
         rid = run_id(config)
@@ -134,10 +147,15 @@ class ResultsStore:
         if stored is None:
             folder.mkdir(parents=True, exist_ok=True)
             atomic_write_json(folder / "config.json", config)
-        if environment is not None and (force or not run.complete):
+        problem = incomplete_reason(folder)
+        if problem and (folder / "result.json").exists():
+            warnings.warn(f"run {rid} was stored incomplete ({problem}); recomputing it", CorruptRunWarning,
+                          stacklevel=2)
+            force = True
+        if environment is not None and (force or problem):
             atomic_write_json(folder / "environment.json", dict(environment))
         if force:
-            for name in ("result.json", "metrics.json"):
+            for name in ("result.json", "metrics.json"):  # result.json first: never metrics-less
                 (folder / name).unlink(missing_ok=True)
         return run
 
@@ -150,16 +168,24 @@ class ResultsStore:
 
     def runs(self) -> Iterator[Run]:
         """Complete, readable runs; corrupt folders are skipped with a CorruptRunWarning."""
-        if not self.root.is_dir():
-            return
-        for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
-            if not (folder / "result.json").exists():
-                continue  # in progress or interrupted: not a result yet
-            problem = _check_folder(folder)
+        for folder, problem in self._finished_folders():
             if problem:
                 warnings.warn(f"skipping corrupt run {folder}: {problem}", CorruptRunWarning, stacklevel=2)
                 continue
             yield Run(folder, _read_json(folder / "config.json"))
+
+    def incomplete(self) -> dict[str, str]:
+        """Run id -> why, for folders holding a ``result.json`` that is not a complete run: the
+        collector skips them and the next ``open`` of their config recomputes them."""
+        return {folder.name: problem for folder, problem in self._finished_folders() if problem}
+
+    def _finished_folders(self) -> Iterator[tuple[Path, str | None]]:
+        # folders that hold a result.json (others are in progress or interrupted: not results yet)
+        if not self.root.is_dir():
+            return
+        for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
+            if (folder / "result.json").exists():
+                yield folder, incomplete_reason(folder)
 
     def load_results(self) -> "pandas.DataFrame":
         """One tidy row per complete run: config, environment, metrics, per-stage energy and time.
@@ -204,7 +230,10 @@ def _prefixed(d: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     return {prefix + k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
 
 
-def _check_folder(folder: Path) -> str | None:
+def incomplete_reason(folder: str | Path) -> str | None:
+    """Why ``folder`` is not a complete run, or None when it is: what the cache (``Run.complete``)
+    and the collector (``ResultsStore.runs``) both ask."""
+    folder = Path(folder)
     for name in _REQUIRED:
         if _read_json(folder / name) is None:
             return f"{name} missing or unreadable"
@@ -231,8 +260,6 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-
-
 def same_value(stored: Any, want: Any) -> bool:
     """A stored config value equals the wanted one: None and NaN match each other, lists match
     tuples item by item (the store's tables turn lists into tuples)."""
@@ -256,4 +283,134 @@ def config_mask(df: "pandas.DataFrame", want: Mapping[str, Any]) -> "pandas.Seri
     return mask
 
 
-__all__ = ["ResultsStore", "Run", "run_id", "flatten_result", "CorruptRunWarning", "same_value", "config_mask"]
+# -- several processes at once -------------------------------------------------------------------
+# The store has no shared index (one folder per run, every file written atomically), so processes
+# writing *different* runs never meet. Two processes may still want the *same* run: two notebooks
+# started at once on one profile, two pruning cells of one model that both need its base model.
+# LockingStore makes ``open`` take a per-run lock, held until ``finish`` (or released at once when
+# the run is already complete), so the second process waits and then finds a cache hit instead of
+# training the same run into the same folder.
+#
+# Locks are POSIX record locks (``fcntl.lockf``) on ``<root>/.locks/<run_id>.lock``: the kernel drops
+# them when their process dies, so a killed job never leaves a run locked; they work across the
+# nodes of a cluster where the file system supports POSIX locks (NFSv4; Lustre mounted with
+# ``flock``). Lock files are removed on release; the ``.locks`` folder is not a run.
+
+LOCK_DIR = ".locks"
+
+
+class RunLock:
+    """An exclusive lock on one file, across processes (and nodes, where the file system allows)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self, blocking: bool = True) -> bool:
+        """Take the lock; False if ``blocking=False`` and another process holds it."""
+        if self._fd is not None:
+            raise RuntimeError(f"lock {self.path} is already held by this handle")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                if blocking:
+                    raise
+                return False
+            # The holder before us removes the file when it releases: if the name no longer leads to
+            # the file we locked, a third process may lock a new file of that name. Start over.
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self._fd = fd
+                return True
+            os.close(fd)
+
+    def release(self) -> None:
+        """Remove the lock file, then drop the lock (a no-op when not held)."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            self.path.unlink(missing_ok=True)
+        finally:
+            os.close(fd)  # closing the descriptor drops the POSIX lock
+
+
+@dataclass
+class LockedRun(Run):
+    """A run this process computes: ``finish`` releases its lock after writing ``result.json``."""
+
+    release: Callable[[], None] = field(default=lambda: None, repr=False)
+
+    def finish(self, metrics: Mapping[str, Any], environment: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        try:
+            return super().finish(metrics, environment)
+        finally:
+            self.release()
+
+
+class LockingStore(ResultsStore):
+    """A :class:`ResultsStore` whose runs are computed by one process at a time.
+
+    ``open(config)`` waits for the run's lock (printing, once, that it waits), then behaves as
+    ``ResultsStore.open``. A complete run (a cache hit) gives its lock back at once; an incomplete
+    one is returned as a :class:`LockedRun` that keeps the lock until ``finish``. A process that
+    opens a run it already holds does not wait for itself. :meth:`release_all` gives back every
+    lock (a job that failed half-way); so does the process's exit.
+    """
+
+    def __init__(self, root: str | Path, log: Callable[[str], None] | None = None):
+        super().__init__(root)
+        self._held: dict[str, RunLock] = {}
+        self._log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+
+    def lock_path(self, rid: str) -> Path:
+        return self.root / LOCK_DIR / f"{rid}.lock"
+
+    def open(self, config: Mapping[str, Any], environment: Mapping[str, Any] | None = None,
+             force: bool = False) -> Run:
+        rid = run_id(json.loads(canonical_json(config)))
+        if rid not in self._held:
+            lock = RunLock(self.lock_path(rid))
+            if not lock.acquire(blocking=False):
+                self._log(f"run {rid} is being computed by another process; waiting for it")
+                t0 = time.monotonic()
+                lock.acquire()
+                self._log(f"run {rid}: lock obtained after {time.monotonic() - t0:.0f} s")
+            self._held[rid] = lock
+        try:
+            run = super().open(config, environment, force)
+        except BaseException:
+            self._release(rid)
+            raise
+        if run.complete:
+            self._release(rid)  # a cache hit: nothing will be written, let the others read it
+            return run
+        return LockedRun(run.folder, run.config, release=lambda: self._release(rid))
+
+    def held(self) -> list[str]:
+        """Ids of the runs whose locks this store holds."""
+        return sorted(self._held)
+
+    def _release(self, rid: str) -> None:
+        lock = self._held.pop(rid, None)
+        if lock is not None:
+            lock.release()
+
+    def release_all(self) -> None:
+        for rid in list(self._held):
+            self._release(rid)
+
+
+__all__ = ["ResultsStore", "Run", "run_id", "flatten_result", "CorruptRunWarning", "same_value", "config_mask",
+           "incomplete_reason", "LockingStore", "LockedRun", "RunLock", "LOCK_DIR"]

@@ -7,16 +7,22 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
+# Tool caches inside the repo, as `make` sets them, also when pytest runs outside make. Set at import,
+# before any test module is collected: collecting a module that imports matplotlib writes its font
+# cache, and a session fixture runs only after collection. Kernels the tests start keep their
+# connection files (which hold the kernel's key) in JUPYTER_RUNTIME_DIR, not in /tmp.
+TOOL_DIRS = {"MPLCONFIGDIR": "matplotlib", "IPYTHONDIR": "ipython", "JUPYTER_RUNTIME_DIR": "jupyter-runtime"}
+for _var, _sub in TOOL_DIRS.items():
+    os.environ.setdefault(_var, str(REPO / ".cache" / _sub))
+    Path(os.environ[_var]).mkdir(parents=True, exist_ok=True)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_outputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("greenlib")
-    tools = {"MPLCONFIGDIR": "mpl", "IPYTHONDIR": "ipython", "JUPYTER_RUNTIME_DIR": "jupyter-runtime"}
-    old = {k: os.environ.get(k) for k in ("GREENLIB_DATA", "GREENLIB_FIGURES", *tools)}
+    old = {k: os.environ.get(k) for k in ("GREENLIB_DATA", "GREENLIB_FIGURES")}
     os.environ["GREENLIB_DATA"] = str(root / "data")
     os.environ["GREENLIB_FIGURES"] = str(root / "figures")
-    for var, sub in tools.items():  # nothing under $HOME, also when pytest runs outside make
-        os.environ.setdefault(var, str(root / sub))
     yield root
     for k, v in old.items():
         if v is None:

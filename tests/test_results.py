@@ -1,10 +1,14 @@
 import json
+import multiprocessing as mp
+import os
+import time
 import warnings
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 
-from greenlib.results import CorruptRunWarning, ResultsStore, run_id
+from greenlib.results import CorruptRunWarning, LockingStore, ResultsStore, run_id
 
 CFG = {"kind": "baseline", "model": "vgg16", "epochs": 2, "seed": 0}
 STAGE = {"name": "base_training", "energy_j": 7200.0, "energy_wh": 2.0, "elapsed_s": 10.0,
@@ -107,3 +111,142 @@ def test_config_mask_matches_lists_as_tuples_and_none_as_nan():
     assert list(config_mask(df, {"pretrain_lr": None})) == [True, True, False]
     assert list(config_mask(df, {"missing_key": 1})) == [False, False, False]
     assert same_value(0.1, 0.1) and not same_value(None, 0.1) and not same_value((1,), 1)
+
+
+@pytest.mark.parametrize("damage", ["delete_metrics", "empty_result", "result_without_metrics"])
+def test_one_definition_of_complete_an_incomplete_run_is_named_and_redone(tmp_path, damage):
+    store = ResultsStore(tmp_path)
+    run = _finished(store)
+    if damage == "delete_metrics":
+        (run.folder / "metrics.json").unlink()
+    elif damage == "empty_result":
+        (run.folder / "result.json").write_text("{}")
+    else:
+        res = json.loads((run.folder / "result.json").read_text())
+        del res["metrics"]
+        (run.folder / "result.json").write_text(json.dumps(res))
+    assert not run.complete  # the cache's answer is the collector's
+    with pytest.warns(CorruptRunWarning):
+        assert store.load_results().empty
+    assert list(store.incomplete()) == [run.id]
+    with pytest.warns(CorruptRunWarning, match=f"run {run.id} was stored incomplete"):
+        again = store.open(CFG, environment={"hardware": "H100"})
+    assert not again.complete and not (run.folder / "result.json").exists()  # recomputed, not a cache hit
+    assert store.incomplete() == {}
+    with pytest.raises(FileNotFoundError, match="not complete"):
+        again.result
+    again.finish({"acc": 0.7, "tec_wh": 2.0})
+    assert list(store.load_results()["acc"]) == [0.7]
+
+
+# -- the locking store -----------------------------------------------------------------------------
+
+def _compute(root, hold_s, log_path):
+    store = LockingStore(root, log=lambda m: None)
+    run = store.open({"kind": "toy", "model": "m"})
+    if run.complete:
+        with open(log_path, "a") as f:
+            f.write(f"hit {time.time()}\n")
+        return
+    with open(log_path, "a") as f:
+        f.write(f"compute {time.time()}\n")
+    time.sleep(hold_s)
+    run.finish({"x": 1.0})
+
+
+def _die_holding(root):
+    store = LockingStore(root, log=lambda m: None)
+    store.open({"kind": "toy", "model": "m"})
+    os._exit(0)  # killed while computing: the lock must go with the process
+
+
+def _write_other(root, i):
+    run = ResultsStore(root).open({"kind": "toy", "model": f"m{i}"}, environment={"pid": os.getpid()})
+    run.save_stage("s", {"energy_j": float(i)})
+    run.finish({"x": float(i)})
+
+
+def test_a_run_two_processes_want_is_computed_once(tmp_path):
+    ctx = mp.get_context("fork")
+    log = tmp_path / "log.txt"
+    a = ctx.Process(target=_compute, args=(tmp_path, 1.0, log))
+    a.start()
+    time.sleep(0.3)
+    b = ctx.Process(target=_compute, args=(tmp_path, 0.0, log))
+    b.start()
+    a.join(20)
+    b.join(20)
+    events = [ln.split() for ln in log.read_text().splitlines()]
+    assert [e[0] for e in events] == ["compute", "hit"]  # b waited for a, then read its result
+    assert float(events[1][1]) >= float(events[0][1]) + 1.0
+    assert not list((tmp_path / ".locks").iterdir())  # released and removed
+
+
+def test_a_dead_holder_leaves_no_lock_and_one_process_reenters(tmp_path):
+    p = mp.get_context("fork").Process(target=_die_holding, args=(tmp_path,))
+    p.start()
+    p.join(20)
+    store = LockingStore(tmp_path, log=lambda m: None)
+    t0 = time.time()
+    run = store.open({"kind": "toy", "model": "m"})
+    assert time.time() - t0 < 2 and not run.complete and store.held() == [run.id]
+    assert store.open({"kind": "toy", "model": "m"}).id == run.id  # the same process does not wait for itself
+    run.finish({"x": 1.0})
+    assert store.held() == []
+
+
+def test_processes_writing_different_runs_at_once_all_land(tmp_path):
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_write_other, args=(tmp_path, i)) for i in range(6)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(20)
+    runs = {r.config["model"]: r.result for r in ResultsStore(tmp_path).runs()}
+    assert sorted(runs) == [f"m{i}" for i in range(6)]
+    assert all(runs[f"m{i}"]["metrics"]["x"] == i for i in range(6))
+
+
+def _prepare_and_compute(root, hold_s, log_path, monkey):
+    # what a notebook does: experiments.prepare, then a run function's open/finish
+    from greenlib import config, experiments
+
+    monkey()
+    ctx = experiments.prepare(config.resolve("baselines", profile="smoke"))
+    run = ctx.store.open({"kind": "toy", "model": "m"})
+    with open(log_path, "a") as f:
+        f.write(f"{'hit' if run.complete else 'compute'} {time.time()}\n")
+    if not run.complete:
+        time.sleep(hold_s)
+        run.finish({"x": 1.0})
+
+
+def _tiny_prepare(root):
+    def patch():
+        from greenlib import experiments
+
+        os.environ["GREENLIB_DATA"] = str(root)
+        fake = SimpleNamespace(name="fake", description="fake", num_classes=10)
+        fake.subset = lambda *a: fake
+        experiments.load_dataset = lambda *a, **k: fake
+        experiments.envmod.environment = lambda: {}
+    return patch
+
+
+def test_runs_started_from_notebooks_take_the_per_run_lock(tmp_path):
+    # two notebooks on one profile (two processes through experiments.prepare) want the same run
+    from greenlib.paths import results_dir
+
+    ctx = mp.get_context("fork")
+    log = tmp_path / "log.txt"
+    a = ctx.Process(target=_prepare_and_compute, args=(tmp_path, 1.0, log, _tiny_prepare(tmp_path)))
+    a.start()
+    time.sleep(0.5)
+    b = ctx.Process(target=_prepare_and_compute, args=(tmp_path, 0.0, log, _tiny_prepare(tmp_path)))
+    b.start()
+    a.join(30)
+    b.join(30)
+    events = [ln.split() for ln in log.read_text().splitlines()]
+    assert [e[0] for e in events] == ["compute", "hit"]  # the second waited, then reused the run
+    store = ResultsStore(tmp_path / "results" / "smoke")
+    assert [r.config["model"] for r in store.runs()] == ["m"]

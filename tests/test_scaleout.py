@@ -1,4 +1,4 @@
-"""Scale-out on the CPU: the grid through submitit's local executor, DDP with gloo, the locking store.
+"""Scale-out on the CPU: the grid through submitit's local executor, DDP with gloo.
 
 Tiny configs (profile smoke, resnet8, 64 training images, one epoch): every job is a real process
 started by submitit, every DDP rank a real process started by torchrun.
@@ -30,7 +30,6 @@ from greenlib.scaleout import cells as cellmod
 from greenlib.scaleout import grid
 from greenlib.scaleout.ddp import DDPTrainer, RankShard, combine_devices, device_key
 from greenlib.scaleout.ddp import main as ddp_main
-from greenlib.scaleout.store import LockingStore
 from greenlib.tracer import NvmlDevices, Tracer
 from greenlib.train import TrainConfig
 from test_train import Batches, Interrupt  # the same tiny loader that dies mid-epoch
@@ -311,72 +310,13 @@ def test_slurm_executor_asks_one_gpu_per_job(tmp_path, monkeypatch):
     assert ex._executor.parameters["array_parallelism"] == 4
 
 
-# -- the locking store -----------------------------------------------------------------------------
+# -- the locking store (greenlib.results; its tests live in test_results.py) ---------------------------
 
-def _compute(root, hold_s, log_path):
-    store = LockingStore(root, log=lambda m: None)
-    run = store.open({"kind": "toy", "model": "m"})
-    if run.complete:
-        with open(log_path, "a") as f:
-            f.write(f"hit {time.time()}\n")
-        return
-    with open(log_path, "a") as f:
-        f.write(f"compute {time.time()}\n")
-    time.sleep(hold_s)
-    run.finish({"x": 1.0})
+def test_the_locking_store_is_the_results_layers():
+    from greenlib import results
+    from greenlib.scaleout import store
 
-
-def _die_holding(root):
-    store = LockingStore(root, log=lambda m: None)
-    store.open({"kind": "toy", "model": "m"})
-    os._exit(0)  # killed while computing: the lock must go with the process
-
-
-def _write_other(root, i):
-    run = ResultsStore(root).open({"kind": "toy", "model": f"m{i}"}, environment={"pid": os.getpid()})
-    run.save_stage("s", {"energy_j": float(i)})
-    run.finish({"x": float(i)})
-
-
-def test_a_run_two_processes_want_is_computed_once(tmp_path):
-    ctx = mp.get_context("fork")
-    log = tmp_path / "log.txt"
-    a = ctx.Process(target=_compute, args=(tmp_path, 1.0, log))
-    a.start()
-    time.sleep(0.3)
-    b = ctx.Process(target=_compute, args=(tmp_path, 0.0, log))
-    b.start()
-    a.join(20)
-    b.join(20)
-    events = [ln.split() for ln in log.read_text().splitlines()]
-    assert [e[0] for e in events] == ["compute", "hit"]  # b waited for a, then read its result
-    assert float(events[1][1]) >= float(events[0][1]) + 1.0
-    assert not list((tmp_path / ".locks").iterdir())  # released and removed
-
-
-def test_a_dead_holder_leaves_no_lock_and_one_process_reenters(tmp_path):
-    p = mp.get_context("fork").Process(target=_die_holding, args=(tmp_path,))
-    p.start()
-    p.join(20)
-    store = LockingStore(tmp_path, log=lambda m: None)
-    t0 = time.time()
-    run = store.open({"kind": "toy", "model": "m"})
-    assert time.time() - t0 < 2 and not run.complete and store.held() == [run.id]
-    assert store.open({"kind": "toy", "model": "m"}).id == run.id  # the same process does not wait for itself
-    run.finish({"x": 1.0})
-    assert store.held() == []
-
-
-def test_processes_writing_different_runs_at_once_all_land(tmp_path):
-    ctx = mp.get_context("fork")
-    procs = [ctx.Process(target=_write_other, args=(tmp_path, i)) for i in range(6)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(20)
-    runs = {r.config["model"]: r.result for r in ResultsStore(tmp_path).runs()}
-    assert sorted(runs) == [f"m{i}" for i in range(6)]
-    assert all(runs[f"m{i}"]["metrics"]["x"] == i for i in range(6))
+    assert store.LockingStore is results.LockingStore and store.RunLock is results.RunLock
 
 
 # -- DDP -------------------------------------------------------------------------------------------

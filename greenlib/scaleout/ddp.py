@@ -49,7 +49,7 @@ from ..io import atomic_torch_save
 from ..models import build_model, model_info
 from ..paths import results_dir
 from ..train import Trainer, evaluate, merge_windows, seed_everything
-from .store import LockingStore
+from ..results import LockingStore
 
 KIND = "baseline_ddp"
 STAGE = "base_training"

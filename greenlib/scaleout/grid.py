@@ -11,7 +11,7 @@ holding ``[{"section": ..., "params": {...}}, ...]``). Every entry is validated 
 its notebook would make (:mod:`.cells`). The grid then runs in two waves: first the shared runs
 the cells need (base models, teachers, shared IEC runs), then the cells, so two GPUs never train
 the same base model; a run wanted by two jobs at once is computed by one while the other waits
-(:class:`.store.LockingStore`).
+(:class:`greenlib.results.LockingStore`).
 
 Executors (submitit's; no scheduler of our own):
 
@@ -151,7 +151,7 @@ def run_cell(cell: Cell, store_root: str, progress: bool = True) -> dict[str, An
     GPU this job sees, call the family function through a :class:`LockingStore`, return what the
     driver reports. Raises what the family function raises."""
     from .. import experiments
-    from .store import LockingStore
+    from ..results import LockingStore
 
     t0 = time.time()
     cfg = cell.resolve()
