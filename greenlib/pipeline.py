@@ -156,13 +156,20 @@ _CONNECTION_PREFIX = "kernel-greenlib-"
 
 
 def connection_file() -> Path:
-    """A fresh kernel connection file in ``$JUPYTER_RUNTIME_DIR`` named for this process, so the
-    files a killed driver leaves behind are found and removed by the next one."""
+    """A fresh kernel connection file in ``$JUPYTER_RUNTIME_DIR`` named for this host and process,
+    so the files a killed driver leaves behind are found and removed by the next one on its host
+    (a checkout on a shared file system may serve several nodes)."""
     from jupyter_core.paths import jupyter_runtime_dir
 
     folder = Path(jupyter_runtime_dir())
     folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{_CONNECTION_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}.json"
+    return folder / f"{_CONNECTION_PREFIX}{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.json"
+
+
+def _host() -> str:
+    import socket
+
+    return re.sub(r"[^A-Za-z0-9.]+", "_", socket.gethostname())
 
 
 def remove_stale_connection_files() -> list[Path]:
@@ -170,8 +177,8 @@ def remove_stale_connection_files() -> list[Path]:
     from jupyter_core.paths import jupyter_runtime_dir
 
     removed = []
-    for f in Path(jupyter_runtime_dir()).glob(f"{_CONNECTION_PREFIX}*.json"):
-        m = re.match(rf"{_CONNECTION_PREFIX}(\d+)-", f.name)
+    for f in Path(jupyter_runtime_dir()).glob(f"{_CONNECTION_PREFIX}{_host()}-*.json"):
+        m = re.match(rf"{re.escape(_CONNECTION_PREFIX + _host())}-(\d+)-", f.name)
         if m and not _alive(int(m[1])):
             f.unlink(missing_ok=True)
             removed.append(f)

@@ -3,6 +3,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -258,13 +259,15 @@ def test_ctrl_c_prints_one_line_and_leaves_no_kernel_or_connection_file(tmp_path
 def test_stale_connection_files_of_dead_drivers_are_removed(tmp_path, monkeypatch):
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path))
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    stale = tmp_path / f"kernel-greenlib-{dead.stdout.strip()}-abcd1234.json"
+    host = socket.gethostname()
+    stale = tmp_path / f"kernel-greenlib-{host}-{dead.stdout.strip()}-abcd1234.json"
     live = pipeline.connection_file()
     other = tmp_path / "kernel-123.json"  # not ours: left alone
-    for f in (stale, live, other):
+    elsewhere = tmp_path / f"kernel-greenlib-{host}x-{dead.stdout.strip()}-abcd1234.json"  # another node's
+    for f in (stale, live, other, elsewhere):
         f.write_text("{}")
     assert pipeline.remove_stale_connection_files() == [stale]
-    assert live.exists() and other.exists()
+    assert live.exists() and other.exists() and elsewhere.exists()
 
 
 # -- nothing outside the repository; the environment's stamp ------------------------------------------
