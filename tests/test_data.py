@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import tarfile
@@ -408,15 +409,18 @@ def test_dataset_record_is_in_the_run_environment(tree, tmp_path, capsys):
 
 
 # -- the shared CIFAR archives (../shared/datasets), decoded once per session -----------------------
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+# <repo>/../shared/datasets, or the caller's GREENLIB_DATASETS (read at collection, before conftest hides it
+# from every other test) where that holds the archives, e.g. in a worktree that has no ../shared beside it
+SHARED_CANDIDATES = [p for p in (os.environ.get("GREENLIB_DATASETS"), paths.REPO_ROOT.parent / "shared" / "datasets") if p]
 
 
 @pytest.fixture(scope="session")
 def shared_datasets() -> Path:
-    if not (SHARED / "cifar100-png.tar.xz").exists():
-        pytest.skip(f"the shared CIFAR archives are not here ({SHARED} holds no cifar100-png.tar.xz): a clone "
-                    "beside ../shared runs these")
-    return SHARED
+    for p in map(Path, SHARED_CANDIDATES):
+        if (p / "cifar100-png.tar.xz").exists() and (p / "cifar100-png.json").exists():
+            return p
+    pytest.skip(f"the shared CIFAR archives are not here (no cifar100-png.tar.xz in "
+                f"{' or '.join(map(str, SHARED_CANDIDATES))}): a clone beside ../shared runs these")
 
 
 @pytest.fixture(scope="session")
