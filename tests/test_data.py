@@ -411,7 +411,8 @@ def test_dataset_record_is_in_the_run_environment(tree, tmp_path, capsys):
 # -- the shared CIFAR archives (../shared/datasets), decoded once per session -----------------------
 # <repo>/../shared/datasets, or the caller's GREENLIB_DATASETS (read at collection, before conftest hides it
 # from every other test) where that holds the archives, e.g. in a worktree that has no ../shared beside it
-SHARED_CANDIDATES = [p for p in (os.environ.get("GREENLIB_DATASETS"), paths.REPO_ROOT.parent / "shared" / "datasets") if p]
+SHARED_CANDIDATES = [p for p in (os.environ.get("GREENLIB_DATASETS"), paths.REPO_ROOT.parent / "shared" / "datasets")
+                     if p]
 
 
 @pytest.fixture(scope="session")
