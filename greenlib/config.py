@@ -48,14 +48,19 @@ ZOO_NAMES: tuple[str, ...] = (
 )
 # Distillers (RepDistiller's names); kept in sync with greenlib.distill's registry by a test.
 DISTILLERS: tuple[str, ...] = ("KD", "FitNet", "AT", "SP", "CC", "VID", "RKD", "PKT", "AB", "FT", "FSP", "NST", "CRD")
-DATASETS: tuple[str, ...] = ("synthetic", "cifar100", "synthetic10", "cifar10")
+# Names greenlib.data loads (kept in sync by a test), and "auto": cifar100 where it is found, else
+# the stand-in synthetic (the smoke profile's default; resolve() replaces it by the name it picks).
+DATASETS: tuple[str, ...] = ("synthetic", "cifar100", "synthetic10", "cifar10", "cifar10-jpeg", "imagefolder", "auto")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 LOADERS: tuple[str, ...] = ("gpu", "dataloader")
 SOURCES: tuple[str, ...] = ("auto", "counter", "nvml", "smi", "cpu")
 
 # Parameters every notebook that trains or measures takes.
 _COMMON: dict[str, Param] = {
-    "dataset": Param(str, f"dataset, one of {', '.join(DATASETS)} (docs/datasets.md)", choices=DATASETS),
+    "dataset": Param(str, f"dataset, one of {', '.join(DATASETS)}; auto: cifar100 where found, else synthetic "
+                     "(docs/datasets.md)", choices=DATASETS),
+    "data_root": Param(str, "where the dataset archives are (a folder of archives, or one archive); "
+                       "'' = $GREENLIB_DATASETS, else data/datasets/ (docs/datasets.md)"),
     "device": Param(str, "where to run: auto picks cuda when visible", choices=DEVICES),
     "train_size": Param(int, "training images per epoch (a prefix of the 50,000)", min=1, max=50_000),
     "test_size": Param(int, "test images for accuracy (a prefix of the 10,000)", min=1, max=10_000),
@@ -186,17 +191,17 @@ SECTIONS: dict[str, dict[str, Param]] = {
 # What each profile means. 'common' applies to every section that declares the name.
 _COMMON_VALUES: dict[str, dict[str, Any]] = {
     "smoke": {
-        "dataset": "synthetic", "device": "cpu", "train_size": 128, "test_size": 128,
+        "dataset": "auto", "data_root": "", "device": "cpu", "train_size": 128, "test_size": 128,
         "batch_size": 64, "loader": "gpu", "energy_source": "auto", "sampling_interval_s": 0.1,
         "iec_batch_size": 64, "iec_min_seconds": 0.3, "seeds": [0], "force": False, "redraw_only": False,
     },
     "quick": {
-        "dataset": "synthetic", "device": "auto", "train_size": 50_000, "test_size": 10_000,
+        "dataset": "cifar100", "data_root": "", "device": "auto", "train_size": 50_000, "test_size": 10_000,
         "batch_size": 128, "loader": "gpu", "energy_source": "auto", "sampling_interval_s": 0.1,
         "iec_batch_size": 128, "iec_min_seconds": 5.0, "seeds": [0], "force": False, "redraw_only": False,
     },
     "paper": {
-        "dataset": "cifar100", "device": "auto", "train_size": 50_000, "test_size": 10_000,
+        "dataset": "cifar100", "data_root": "", "device": "auto", "train_size": 50_000, "test_size": 10_000,
         "batch_size": 128, "loader": "gpu", "energy_source": "auto", "sampling_interval_s": 0.1,
         "iec_batch_size": 128, "iec_min_seconds": 10.0, "seeds": [0, 1, 2], "force": False, "redraw_only": False,
     },
@@ -392,6 +397,10 @@ def resolve(section: str, profile: str = "smoke", **params: Any) -> Resolved:
     for name, value in params.items():
         if name not in values or value is not None:  # unknown names raise in check_value
             values[name] = check_value(section, name, value)
+    if values.get("dataset") == "auto":  # a run's config must name the data it ran on
+        from .data import auto_dataset
+
+        values["dataset"] = auto_dataset(values.get("data_root"))[0]
     return Resolved(section, profile, values)
 
 

@@ -11,9 +11,10 @@ from typing import Any, Mapping
 
 import torch
 
+from . import config as _config
 from . import env as envmod
 from .config import Resolved
-from .data import Dataset, load_dataset, make_loaders
+from .data import Dataset, auto_dataset, load_dataset, make_loaders
 from .inference import measure_inference
 from .io import atomic_torch_save
 from .models import build_model, model_info
@@ -89,16 +90,27 @@ def shared_config(cfg: Resolved) -> dict[str, Any]:
 
 
 def prepare(cfg: Resolved) -> Context:
-    """Resolve the device, load the dataset (generated or cached), open the profile's store.
+    """Resolve the device, load the dataset (generated, decoded or cached), open the profile's store.
 
     The store is a :class:`LockingStore`: a run another process (a second notebook on the same
     profile, a grid job) is computing is waited for and then reused, never trained twice.
+
+    The dataset comes from ``cfg.data_root`` (None or '': ``$GREENLIB_DATASETS``, else data/datasets/;
+    see greenlib.data.locate); a dataset that cannot be found stops here, before anything trains,
+    with one line saying how to provide it. Where the profile's dataset is ``auto`` (smoke), the
+    first line printed says which dataset that picked and why. The run environment's
+    ``dataset_record`` is :meth:`Dataset.record`: name, source, counts, pixel sha256.
     """
     device = resolve_device(cfg.device)
     check_energy_source(device, cfg.energy_source)  # before anything loads or trains
-    ds = load_dataset(cfg.dataset, seed=DATASET_SEED).subset(cfg.train_size, cfg.test_size)
+    data_root = cfg.get("data_root") or None
+    if _config.profile_defaults(cfg.section, cfg.profile).get("dataset") == "auto":
+        picked, line = auto_dataset(data_root)
+        if picked == cfg.dataset:
+            print(line)
+    ds = load_dataset(cfg.dataset, seed=DATASET_SEED, data_root=data_root).subset(cfg.train_size, cfg.test_size)
     environment = envmod.environment() | {"dataset": ds.name, "dataset_description": ds.description,
-                                          "device": str(device)}
+                                          "dataset_record": ds.record(), "device": str(device)}
     return Context(cfg, device, ds, LockingStore(results_dir(cfg.profile)), environment)
 
 

@@ -1,5 +1,7 @@
 """Shared fixtures. Tests never write into the repo's data/ or figures/ (GREENLIB_DATA and
-GREENLIB_FIGURES point into a temporary folder for the whole session), nor under $HOME."""
+GREENLIB_FIGURES point into a temporary folder for the whole session), nor under $HOME. They do
+not see a GREENLIB_DATASETS of the caller's either: the smoke profile runs on the stand-in, whatever
+the machine holds (tests of real data pass their dataset location explicitly)."""
 import os
 from pathlib import Path
 
@@ -20,7 +22,8 @@ for _var, _sub in TOOL_DIRS.items():
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_outputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("greenlib")
-    old = {k: os.environ.get(k) for k in ("GREENLIB_DATA", "GREENLIB_FIGURES")}
+    old = {k: os.environ.get(k) for k in ("GREENLIB_DATA", "GREENLIB_FIGURES", "GREENLIB_DATASETS")}
+    os.environ.pop("GREENLIB_DATASETS", None)
     os.environ["GREENLIB_DATA"] = str(root / "data")
     os.environ["GREENLIB_FIGURES"] = str(root / "figures")
     yield root

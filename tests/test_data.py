@@ -1,14 +1,27 @@
-"""greenlib.data: the synthetic stand-in, CIFAR-100's missing-data error, both loader kinds."""
+"""greenlib.data: the synthetic stand-in, real data from ImageFolder archives (tiny ones made here, and the
+shared CIFAR archives where ../shared/datasets exists), where datasets are found, both loader kinds."""
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import re
+import shutil
+import tarfile
+import time
 import warnings
+import zipfile
 from collections import Counter
+from dataclasses import replace
+from pathlib import Path
 from urllib.error import URLError
 
+import numpy as np
 import pytest
 import torch
 
-from greenlib import data
+from greenlib import data, paths
+from greenlib.data import folder, locate
 from greenlib.data import DatasetError, GPULoader, TorchvisionLoader, load_dataset, make_loaders, make_synthetic
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
@@ -109,13 +122,16 @@ def test_subset_takes_prefixes_and_rejects_bad_sizes(small):
         small.subset(None, 501)
 
 
-def test_cifar100_missing_is_one_clear_line(tmp_path):
+def test_cifar100_missing_is_one_clear_line_naming_the_three_ways(tmp_path):
     with pytest.raises(DatasetError) as info:
-        load_dataset("cifar100", root=tmp_path / "nowhere")
+        load_dataset("cifar100", root=tmp_path / "nowhere", data_root=tmp_path / "archives")
     msg = str(info.value)
     assert isinstance(info.value, ValueError) and "\n" not in msg
-    assert str(tmp_path / "nowhere") in msg and "python -m greenlib.data download cifar100" in msg
-    assert info.value.__cause__ is None and info.value.__suppress_context__
+    assert str(tmp_path / "nowhere") in msg and str(tmp_path / "archives") in msg
+    for way in ("python -m greenlib.data download cifar100", "$GREENLIB_DATASETS or data_root", "cifar100-png.tar.xz",
+                "dataset=synthetic"):
+        assert way in msg
+    assert info.value.__cause__ is None and info.value.__context__ is None
 
 
 def test_cli_reports_a_failed_download_in_one_line(tmp_path, monkeypatch, capsys):
@@ -128,6 +144,346 @@ def test_cli_reports_a_failed_download_in_one_line(tmp_path, monkeypatch, capsys
     assert data.main(["download", "cifar100", "--root", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "could not download CIFAR-100" in err and "no route to host" in err
+
+
+# -- ImageFolder archives (tiny ones, made here) ------------------------------------------------
+def _write_folder(root: Path, classes=("cat", "dog", "emu"), n_train=4, n_test=2, names=None,
+                  size=(32, 32), mode="RGB", ext=".png", seed=0) -> Path:
+    """An ImageFolder tree under ``root``: train/<class>/<name><ext>, test/...; random pixels."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("test", n_test)):
+        for ci, c in enumerate(classes):
+            (root / split / c).mkdir(parents=True, exist_ok=True)
+            for k in range(n):
+                name = names(split, ci, k, len(classes)) if names else f"img{k}"
+                arr = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+                Image.fromarray(arr, "RGB").convert(mode).save(root / split / c / f"{name}{ext}")
+    return root
+
+
+def _pack(tree: Path, out: Path) -> Path:
+    """``tree``'s train/ and test/ as the archive ``out`` (.tar, .tar.xz or .zip, by its name)."""
+    if out.name.endswith(".zip"):
+        with zipfile.ZipFile(out, "w") as zf:
+            for p in sorted(tree.rglob("*")):
+                zf.write(p, p.relative_to(tree).as_posix())
+    else:
+        with tarfile.open(out, "w:xz" if out.name.endswith(".xz") else "w") as tf:
+            for split in ("train", "test"):
+                if (tree / split).exists():
+                    tf.add(tree / split, arcname=split)
+    return out
+
+
+def _pixels(tree: Path, split: str, rel: str) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(tree / split / rel))
+
+
+@pytest.fixture
+def tree(tmp_path):
+    return _write_folder(tmp_path / "tree")
+
+
+@pytest.mark.parametrize("kind", [".tar", ".tar.xz", ".zip", "dir"])
+def test_imagefolder_loads_every_kind_of_source_with_the_same_pixels_and_labels(tree, tmp_path, kind):
+    src = tree if kind == "dir" else _pack(tree, tmp_path / f"mine{kind}")
+    ds = load_dataset("imagefolder", data_root=src)
+    assert ds.name == "imagefolder" and ds.num_classes == 3 and len(ds.train_y) == 12 and len(ds.test_y) == 6
+    assert ds.description == f"ImageFolder {src.name} (3 classes)" and ds.source == src.name
+    # round-robin over classes (names are not 0..N-1): cat/img0, dog/img0, emu/img0, cat/img1, ...
+    assert ds.train_y.tolist() == [0, 1, 2] * 4 and ds.test_y.tolist() == [0, 1, 2] * 2
+    assert np.array_equal(ds.train_x[4].permute(1, 2, 0).numpy(), _pixels(tree, "train", "dog/img1.png"))
+    rec = ds.record()
+    assert rec["images"] == {"train": 12, "test": 6} and rec["used"] == {"train": 12, "test": 6}
+    assert rec["order"]["train"] == folder.ORDER_ROUND_ROBIN and rec["release_verified"] is None
+    hwc = ds.train_x.permute(0, 2, 3, 1).contiguous().numpy()
+    assert rec["pixel_sha256"]["train"] == hashlib.sha256(hwc.tobytes()).hexdigest()
+    assert ds.subset(5, 2).record()["used"] == {"train": 5, "test": 2}
+    assert ds.subset(5, 2).record()["pixel_sha256"] == rec["pixel_sha256"]  # of the full set
+
+
+def test_file_names_that_number_a_split_give_the_release_order(tmp_path):
+    # image k of the split is named k; classes interleave as in a release
+    tree = _write_folder(tmp_path / "t", names=lambda split, ci, k, nc: f"{k * nc + (nc - 1 - ci):05d}")
+    ds = load_dataset("imagefolder", data_root=tree)
+    assert ds.provenance["order"] == {"train": folder.ORDER_RELEASE, "test": folder.ORDER_RELEASE}
+    assert ds.train_y.tolist() == [2, 1, 0] * 4  # file 00000 is emu's (class 2), 00001 dog's, ...
+    assert np.array_equal(ds.train_x[1].permute(1, 2, 0).numpy(), _pixels(tree, "train", "dog/00001.png"))
+
+
+def test_round_robin_order_compares_numbers_as_numbers(tmp_path):
+    tree = _write_folder(tmp_path / "t", classes=("a",), n_train=11, n_test=1, names=lambda s, ci, k, nc: f"x{k}")
+    ds = load_dataset("imagefolder", data_root=tree)
+    assert np.array_equal(ds.train_x[10].permute(1, 2, 0).numpy(), _pixels(tree, "train", "a/x10.png"))
+
+
+def test_a_location_folder_finds_archives_by_their_known_names(tree, tmp_path, monkeypatch):
+    shelf = tmp_path / "shelf"
+    shelf.mkdir()
+    _pack(tree, shelf / "imagefolder.zip")
+    assert locate.find("imagefolder", shelf) == shelf / "imagefolder.zip"
+    monkeypatch.setenv(locate.ENV_VAR, str(shelf))
+    assert load_dataset("imagefolder").source == "imagefolder.zip"  # the variable, when no data_root is given
+    assert locate.find("cifar100", shelf) is None
+    (shelf / "cifar100-png.tar.xz").write_bytes(b"")
+    assert locate.find("cifar100") == shelf / "cifar100-png.tar.xz"
+    monkeypatch.delenv(locate.ENV_VAR)
+    assert locate.data_root() == paths.data_dir() / "datasets" and locate.find("cifar100") is None
+
+
+@pytest.mark.parametrize("case, words", [
+    ("no_test", ["mine.tar", "split test/ is missing", "train/<class>/<image>"]),
+    ("big", ["mine.tar:train/dog/img1.png", "a 33x32 RGB image", "must be 32x32 RGB"]),
+    ("grey", ["mine.tar:train/cat/img0.png", "32x32 L image", "must be 32x32 RGB"]),
+    ("empty_class", ["mine.tar", "class 'fox' of test/ holds no image"]),
+    ("classes_differ", ["mine.tar", "different classes", "only in train/: ['emu']", "only in test/: ['fox']"]),
+    ("truncated", ["mine.tar", "corrupt or unreadable archive"]),
+    ("garbage", ["mine.tar", "corrupt or unreadable archive"]),
+    ("bad_image", ["mine.tar:test/cat/img0.png", "not a readable image"]),
+])
+def test_imagefolder_errors_are_one_line_naming_the_problem(tmp_path, case, words):
+    from PIL import Image
+
+    t = _write_folder(tmp_path / "t")
+    if case == "no_test":
+        shutil.rmtree(t / "test")
+    elif case == "big":
+        Image.new("RGB", (33, 32)).save(t / "train" / "dog" / "img1.png")
+    elif case == "grey":
+        Image.new("L", (32, 32)).save(t / "train" / "cat" / "img0.png")
+    elif case == "empty_class":
+        (t / "train" / "fox").mkdir()
+        (t / "test" / "fox").mkdir()
+        Image.new("RGB", (32, 32)).save(t / "train" / "fox" / "a.png")
+    elif case == "classes_differ":
+        (t / "test" / "emu").rename(t / "test" / "fox")
+    elif case == "bad_image":
+        (t / "test" / "cat" / "img0.png").write_bytes(b"not a png at all")
+    out = tmp_path / "mine.tar"
+    if case == "garbage":
+        out.write_bytes(b"\x00garbage" * 1000)
+    else:
+        _pack(t, out)
+    if case == "truncated":
+        out.write_bytes(out.read_bytes()[: out.stat().st_size // 2])
+    with pytest.raises(DatasetError) as info:
+        load_dataset("imagefolder", data_root=out)
+    msg = str(info.value)
+    assert "\n" not in msg and all(w in msg for w in words), msg
+
+
+def test_a_truncated_xz_archive_and_a_bad_zip_are_corrupt(tree, tmp_path):
+    for name in ("mine.tar.xz", "mine.zip"):
+        out = _pack(tree, tmp_path / name)
+        out.write_bytes(out.read_bytes()[: out.stat().st_size // 2])
+        with pytest.raises(DatasetError, match=rf"^{re.escape(name)}: corrupt or unreadable archive \("):
+            load_dataset("imagefolder", data_root=out)
+
+
+def test_no_imagefolder_at_the_location_is_one_line(tmp_path):
+    with pytest.raises(DatasetError, match=r"^ImageFolder \(imagefolder\) not found: no imagefolder.tar / "
+                       r".* \(data_root\); point \$GREENLIB_DATASETS or data_root at the archive itself \(.tar, "):
+        load_dataset("imagefolder", data_root=tmp_path)
+
+
+def test_decoded_archive_is_cached_by_checksum_and_rebuilt_when_it_changes(tree, tmp_path, monkeypatch):
+    from PIL import Image
+
+    src = _pack(tree, tmp_path / "mine.tar")
+    first = load_dataset("imagefolder", data_root=src)
+    cache = folder.cache_path(paths.cache_dir(), folder.source_checksum(src))
+    assert cache.exists() and first.provenance["source_sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
+    with monkeypatch.context() as m:
+        m.setattr(folder, "build", lambda *a, **k: pytest.fail("decoded again although the archive is unchanged"))
+        again = load_dataset("imagefolder", data_root=src)
+    assert torch.equal(again.train_x, first.train_x) and again.record() == first.record()
+
+    Image.fromarray(np.full((32, 32, 3), 7, np.uint8)).save(tree / "train" / "cat" / "img0.png")
+    _pack(tree, src)  # the same file name, other contents
+    built = []
+    real_build = folder.build
+    monkeypatch.setattr(folder, "build", lambda *a, **k: built.append(1) or real_build(*a, **k))
+    changed = load_dataset("imagefolder", data_root=src)
+    assert built == [1] and changed.provenance["source_sha256"] != first.provenance["source_sha256"]
+    assert (changed.train_x[0] == 7).all() and not torch.equal(changed.train_x, first.train_x)
+
+    cache = folder.cache_path(paths.cache_dir(), changed.provenance["source_sha256"])
+    cache.write_bytes(b"not a torch file")
+    with pytest.warns(RuntimeWarning, match="unreadable.*decoding again"):
+        fixed = load_dataset("imagefolder", data_root=src)
+    assert torch.equal(fixed.train_x, changed.train_x)
+
+
+def test_parallel_decode_equals_the_serial_one(tmp_path, monkeypatch):
+    tree = _write_folder(tmp_path / "t", n_train=10, n_test=4)
+    items = [(str(p), p.read_bytes()) for p in sorted((tree / "train").rglob("*.png"))]
+    serial = folder.decode(items, workers=1)
+    monkeypatch.setattr(folder, "PARALLEL_MIN_IMAGES", 4)
+    assert np.array_equal(folder.decode(items, workers=2), serial)
+    items[7] = (items[7][0], b"broken")
+    with pytest.raises(DatasetError, match=re.escape(items[7][0]) + ": not a readable image"):
+        folder.decode(items, workers=2)
+
+
+def test_cifar_names_check_what_they_promise(tmp_path, monkeypatch):
+    jpeg = _write_folder(tmp_path / "j", classes=tuple("abcdefghij"), n_train=2, n_test=1, ext=".jpg")
+    with pytest.raises(DatasetError, match=r"^cifar10 from cifar10.tar: holds lossy .* dataset=cifar10-jpeg\)$"):
+        load_dataset("cifar10", data_root=_pack(jpeg, tmp_path / "cifar10.tar"))
+    with pytest.raises(DatasetError, match=r"^cifar10-jpeg from j.tar: 20 train / 10 test images, expected 50,000"):
+        load_dataset("cifar10-jpeg", data_root=_pack(jpeg, tmp_path / "j.tar"))
+    with pytest.raises(DatasetError, match=r"^cifar100 from j.tar: 10 classes, expected 100$"):
+        load_dataset("cifar100", data_root=tmp_path / "j.tar")
+    # pixels that are not the release's are not CIFAR-100, whatever the archive is called
+    monkeypatch.setitem(data.REAL, "cifar100", replace(data.REAL["cifar100"], num_classes=None, counts=None))
+    png = _pack(_write_folder(tmp_path / "p"), tmp_path / "cifar100-png.tar.xz")
+    with pytest.raises(DatasetError, match=r"train pixels .* differ from the CIFAR-100 release's .* "
+                                           r"dataset=imagefolder, not as CIFAR-100$"):
+        load_dataset("cifar100", data_root=png)
+    assert load_dataset("imagefolder", data_root=png).description == "ImageFolder cifar100-png.tar.xz (3 classes)"
+
+
+def test_variant_picks_the_jpeg_copy_only_where_it_is_all_there_is(tmp_path):
+    assert data.variant("cifar100", 10, tmp_path) == "cifar10"  # nothing there: loading it says how to get it
+    (tmp_path / "cifar10-jpeg.tar.xz").write_bytes(b"")
+    assert data.variant("cifar100", 10, tmp_path) == "cifar10-jpeg"
+    (tmp_path / "cifar10.zip").write_bytes(b"")
+    assert data.variant("cifar100", 10, tmp_path) == "cifar10"
+    assert data.variant("cifar10-jpeg", 100, tmp_path) == "cifar100" and data.variant("synthetic", 10) == "synthetic10"
+    assert data.variant("cifar100", 10, tmp_path / "cifar10.zip") == "cifar10"  # one archive is not a shelf
+    assert data.variant("imagefolder", 100) == "imagefolder"
+    with pytest.raises(ValueError, match=r"num_classes=10 has no imagefolder variant; accepted: 100"):
+        data.variant("imagefolder", 10)
+
+
+def test_auto_picks_cifar100_where_found_and_says_which(tmp_path):
+    name, line = data.auto_dataset(tmp_path)
+    assert name == "synthetic" and line.startswith("dataset: synthetic stand-in (CIFAR-100 archive not found: ")
+    assert str(tmp_path) in line and "\n" not in line
+    (tmp_path / "cifar100-png.tar.xz").write_bytes(b"")
+    assert data.auto_dataset(tmp_path) == ("cifar100", "dataset: cifar100 (real, subsets; from cifar100-png.tar.xz)")
+
+
+def test_profiles_default_to_cifar100_and_smoke_to_what_is_found(tmp_path):
+    from greenlib import config
+
+    assert config.DATASETS == (*data.DATASETS, "auto")
+    for profile in ("quick", "paper"):
+        assert config.resolve("baselines", profile=profile).dataset == "cifar100"
+    assert config.resolve("baselines", profile="smoke", data_root=str(tmp_path)).dataset == "synthetic"
+    (tmp_path / "cifar100-png.tar.xz").write_bytes(b"")
+    assert config.resolve("baselines", profile="smoke", data_root=str(tmp_path)).dataset == "cifar100"
+    assert config.resolve("nas", profile="smoke", data_root=str(tmp_path), dataset="synthetic").dataset == "synthetic"
+
+
+def test_quick_without_cifar100_stops_before_anything_trains(tmp_path, monkeypatch):
+    from greenlib import config, experiments
+
+    cfg = config.resolve("baselines", profile="quick", device="cpu", data_root=str(tmp_path))
+    monkeypatch.setattr(experiments, "train_and_measure", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(DatasetError) as info:
+        experiments.prepare(cfg)
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith("CIFAR-100 not found: ") and "one of three ways" in msg
+
+
+def test_dataset_record_is_in_the_run_environment(tree, tmp_path, capsys):
+    from greenlib import config, experiments
+
+    src = _pack(tree, tmp_path / "mine.zip")
+    cfg = config.resolve("baselines", profile="smoke", dataset="imagefolder", data_root=str(src), train_size=6,
+                         test_size=3)
+    ctx = experiments.prepare(cfg)
+    rec = ctx.environment["dataset_record"]
+    assert rec["name"] == "imagefolder" and rec["source"] == "mine.zip" and rec["used"] == {"train": 6, "test": 3}
+    assert rec["images"] == {"train": 12, "test": 6} and len(rec["pixel_sha256"]["train"]) == 64
+    assert ctx.environment["dataset_description"].startswith("ImageFolder mine.zip (3 classes); first 6 train")
+    assert capsys.readouterr().out == ""  # only an auto choice is announced
+    smoke = experiments.prepare(config.resolve("baselines", profile="smoke", data_root=str(tmp_path), train_size=8,
+                                               test_size=8))
+    assert capsys.readouterr().out.startswith("dataset: synthetic stand-in (CIFAR-100 archive not found")
+    assert smoke.environment["dataset_record"]["source"].startswith("generated (seed 0")
+
+
+# -- the shared CIFAR archives (../shared/datasets), decoded once per session -----------------------
+# <repo>/../shared/datasets, or the caller's GREENLIB_DATASETS (read at collection, before conftest hides it
+# from every other test) where that holds the archives, e.g. in a worktree that has no ../shared beside it
+SHARED_CANDIDATES = [p for p in (os.environ.get("GREENLIB_DATASETS"), paths.REPO_ROOT.parent / "shared" / "datasets")
+                     if p]
+
+
+@pytest.fixture(scope="session")
+def shared_datasets() -> Path:
+    for p in map(Path, SHARED_CANDIDATES):
+        if (p / "cifar100-png.tar.xz").exists() and (p / "cifar100-png.json").exists():
+            return p
+    pytest.skip(f"the shared CIFAR archives are not here (no cifar100-png.tar.xz in "
+                f"{' or '.join(map(str, SHARED_CANDIDATES))}): a clone beside ../shared runs these")
+
+
+@pytest.fixture(scope="session")
+def cifar100(shared_datasets):
+    """CIFAR-100 from the archive, decoded once per session into the session's cache (paths.cache_dir())."""
+    return load_dataset("cifar100", data_root=shared_datasets)
+
+
+def test_cifar100_archive_reproduces_the_published_pixels_counts_and_statistics(cifar100, shared_datasets):
+    meta = json.loads((shared_datasets / "cifar100-png.json").read_text())
+    rec = cifar100.record()
+    for split in ("train", "test"):
+        assert rec["pixel_sha256"][split] == meta["splits"][split]["sha256_pixels_original_order_hwc"]
+        assert rec["images"][split] == meta["splits"][split]["images"]
+        y = getattr(cifar100, f"{split}_y")
+        assert torch.bincount(y, minlength=100).tolist() == [meta["splits"][split]["per_class"]] * 100
+        mean, std = data._channel_stats(getattr(cifar100, f"{split}_x"))
+        assert list(mean) == meta["splits"][split]["mean"] and list(std) == meta["splits"][split]["std"]
+    assert list(cifar100.mean) == meta["splits"]["train"]["mean"] and cifar100.num_classes == 100
+    assert cifar100.provenance["class_names"] == meta["fine_label_names"]
+    assert rec["source"] == "cifar100-png.tar.xz" and rec["release_verified"] is True
+    assert rec["order"]["train"] == folder.ORDER_RELEASE and cifar100.description.startswith("CIFAR-100 (from")
+    assert rec["source_sha256"] == (shared_datasets / "SHA256SUMS").read_text().split("cifar100-png")[0].split()[-1]
+
+
+def test_a_cached_cifar100_load_takes_under_two_seconds(cifar100, shared_datasets, monkeypatch):
+    monkeypatch.setattr(folder, "build", lambda *a, **k: pytest.fail("decoded again"))
+    t0 = time.perf_counter()
+    again = load_dataset("cifar100", data_root=shared_datasets)
+    assert time.perf_counter() - t0 < 2.0
+    assert again.record() == cifar100.record()
+
+
+def test_cifar10_jpeg_copy_is_its_own_labelled_dataset(shared_datasets):
+    ds = load_dataset("cifar10-jpeg", data_root=shared_datasets)
+    assert ds.description == "CIFAR-10 (JPEG copy, lossy), from cifar10-jpeg.tar.xz"
+    assert ds.num_classes == 10 and torch.bincount(ds.train_y).tolist() == [5000] * 10
+    assert ds.train_y[:20].tolist() == list(range(10)) * 2  # round-robin: every prefix balanced
+    assert ds.provenance["order"]["train"] == folder.ORDER_ROUND_ROBIN
+    assert data.variant("cifar100", 10, shared_datasets) == "cifar10-jpeg"
+    with pytest.raises(DatasetError, match="cifar10-jpeg"):  # the JPEG copy is never plain cifar10
+        load_dataset("cifar10", data_root=shared_datasets / "cifar10-jpeg.tar.xz")
+
+
+@pytest.mark.notebook
+def test_smoke_notebook_runs_on_real_cifar100_subsets(cifar100, shared_datasets, tmp_path):
+    from greenlib import pipeline
+    from greenlib.results import ResultsStore
+
+    nb = pipeline.notebooks(["01_baselines"])[0]
+    (_, params), = pipeline.plan([nb], "smoke", {"data_root": str(shared_datasets), "models": ["resnet8"]},
+                                 redraw=False)
+    pipeline.execute(nb, tmp_path / nb.name, params, progress=False)
+    out = json.loads((tmp_path / nb.name).read_text())
+    text = "".join("".join(o.get("text", "")) for c in out["cells"] for o in c.get("outputs", []))
+    assert "dataset: cifar100 (real, subsets; from cifar100-png.tar.xz)" in text
+    runs = [r for r in ResultsStore(paths.results_dir("smoke")).runs()
+            if r.config.get("model") == "resnet8" and r.config.get("dataset") == "cifar100"]
+    env = json.loads((runs[0].folder / "environment.json").read_text())
+    rec = env["dataset_record"]
+    assert rec["name"] == "cifar100" and rec["used"] == {"train": 128, "test": 128}
+    assert rec["pixel_sha256"] == cifar100.record()["pixel_sha256"]
 
 
 # -- loaders ----------------------------------------------------------------------------------

@@ -1,14 +1,21 @@
 """Datasets and the loaders that feed them to a trainer.
 
-Four datasets (:data:`DATASETS`), CIFAR-shaped (50,000 train / 10,000 test, 3x32x32 uint8),
-returned as a :class:`Dataset` of CPU tensors: ``cifar100`` and its stand-in ``synthetic`` (100
-classes), and ``cifar10`` and its stand-in ``synthetic10`` (10 classes; NAS searches on them for the
-paper's second NAS rows). :func:`variant` maps a dataset to its counterpart with other classes.
+Datasets (:data:`DATASETS`) of 3x32x32 uint8 images, returned as a :class:`Dataset` of CPU tensors:
+``cifar100`` and its stand-in ``synthetic`` (100 classes), ``cifar10``, its JPEG copy
+``cifar10-jpeg`` and the stand-in ``synthetic10`` (10 classes; NAS searches on them for the paper's
+second NAS rows), and ``imagefolder``: any 32x32 RGB ImageFolder archive, your own data.
+:func:`variant` maps a dataset to its counterpart with other classes.
 
-- ``cifar100``: the real data through torchvision, from ``data/cifar100/``. It is downloaded only
-  on request (``load_dataset("cifar100", download=True)`` or
-  ``python -m greenlib.data download cifar100``); when missing, :class:`DatasetError` says so in
-  one line.
+- ``cifar100`` / ``cifar10``: the real data, from an ImageFolder archive at the dataset location
+  (``data_root``, else ``$GREENLIB_DATASETS``, else ``data/datasets/``; :mod:`greenlib.data.locate`)
+  or from torchvision's files in ``data/<name>/``, downloaded only on request
+  (``python -m greenlib.data download cifar100``). ``cifar100`` must reproduce the release's pixel
+  sha256, whatever its source. Archives are decoded once, in parallel processes, and cached as
+  uint8 keyed by the archive's sha256 (:mod:`greenlib.data.folder`). When neither is there,
+  :class:`DatasetError` names the three ways to provide it in one line.
+- ``cifar10-jpeg``: CIFAR-10 as JPEG (lossy), its own name, captioned "CIFAR-10 (JPEG copy, lossy)".
+- ``imagefolder``: the archive or folder the location points at, checked (both splits, same
+  classes, no empty class, every image 32x32 RGB).
 - ``synthetic``: an offline stand-in the repo generates from a seed in a second or two and caches
   in ``paths.cache_dir()``. Same shapes and counts, so one epoch costs what a CIFAR-100 epoch
   costs; accuracies are NOT comparable with CIFAR-100 (see ``docs/datasets.md``).
@@ -45,14 +52,51 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import paths
-from .io import atomic_write_bytes
+from .. import paths
+from ..io import atomic_write_bytes
+from . import folder, locate
+from .folder import DatasetError, FolderError, pixel_sha256
 
-DATASETS: tuple[str, ...] = ("synthetic", "cifar100", "synthetic10", "cifar10")
-CLASSES: dict[str, int] = {"synthetic": 100, "cifar100": 100, "synthetic10": 10, "cifar10": 10}
-_VARIANTS: dict[str, dict[int, str]] = {  # the same kind of data with 100 or 10 classes
-    "synthetic": {100: "synthetic", 10: "synthetic10"}, "synthetic10": {100: "synthetic", 10: "synthetic10"},
-    "cifar100": {100: "cifar100", 10: "cifar10"}, "cifar10": {100: "cifar100", 10: "cifar10"},
+DATASETS: tuple[str, ...] = ("synthetic", "cifar100", "synthetic10", "cifar10", "cifar10-jpeg", "imagefolder")
+CLASSES: dict[str, int] = {"synthetic": 100, "cifar100": 100, "synthetic10": 10, "cifar10": 10, "cifar10-jpeg": 10}
+# The same kind of data with 100 or 10 classes: the first candidate that is available, else the
+# first (whose loading then says how to provide it). 100 for imagefolder means "itself" (NAS's
+# search_classes=100 searches on the dataset itself).
+_VARIANTS: dict[str, dict[int, tuple[str, ...]]] = {
+    "synthetic": {100: ("synthetic",), 10: ("synthetic10",)},
+    "synthetic10": {100: ("synthetic",), 10: ("synthetic10",)},
+    "cifar100": {100: ("cifar100",), 10: ("cifar10", "cifar10-jpeg")},
+    "cifar10": {100: ("cifar100",), 10: ("cifar10",)},
+    "cifar10-jpeg": {100: ("cifar100",), 10: ("cifar10-jpeg",)},
+    "imagefolder": {100: ("imagefolder",)},
+}
+# The CIFAR-100 release's pixels: sha256 of the uint8 HWC images concatenated in release order
+# (shared/datasets/cifar100-png.json; torchvision's files give the same).
+CIFAR100_PIXEL_SHA256: dict[str, str] = {
+    "train": "4e457917601a66aed021f5fa37957b56c6319557c0a8ed5484de3c390af45430",
+    "test": "4cb8e5d9309da489bf6b19cc10cd96c3ae6f8daf225380b605aaee4c0d6aee19",
+}
+
+
+@dataclass(frozen=True)
+class RealSpec:
+    """A dataset read from files: what it is called, what it must hold and where it may come from."""
+
+    title: str  # caption
+    num_classes: int | None  # None: whatever the source holds
+    counts: tuple[int, int] | None  # (train, test) images it must hold, or None
+    torchvision: str | None  # torchvision's dataset class for its original files, or None
+    torchvision_folder: str | None  # the folder torchvision's files live in, inside data/<name>/
+    lossy: bool | None  # True: a lossy copy; False: lossy files are refused; None: either
+    release_sha256: dict[str, str] | None  # pixels it must reproduce, or None
+
+
+REAL: dict[str, RealSpec] = {
+    "cifar100": RealSpec("CIFAR-100", 100, (50_000, 10_000), "CIFAR100", "cifar-100-python", False,
+                         CIFAR100_PIXEL_SHA256),
+    "cifar10": RealSpec("CIFAR-10", 10, (50_000, 10_000), "CIFAR10", "cifar-10-batches-py", False, None),
+    "cifar10-jpeg": RealSpec("CIFAR-10 (JPEG copy, lossy)", 10, (50_000, 10_000), None, None, True, None),
+    "imagefolder": RealSpec("ImageFolder", None, None, None, None, None, None),
 }
 LOADER_KINDS: tuple[str, ...] = ("gpu", "dataloader")
 
@@ -65,10 +109,6 @@ TEST_SIZE = 10_000  # images in the CIFAR-100 test set
 SYNTHETIC_VERSION = 1  # bump whenever the generator's output changes (it names the cache file)
 
 
-class DatasetError(ValueError):
-    """A dataset that cannot be loaded (missing, corrupt, download failed); one-line message."""
-
-
 # --------------------------------------------------------------------------------------------
 # Dataset
 # --------------------------------------------------------------------------------------------
@@ -79,6 +119,8 @@ class Dataset:
     ``*_x``: uint8 NCHW (N, 3, 32, 32); ``*_y``: int64 (N,) in ``[0, num_classes)``.
     ``mean`` / ``std``: per-channel statistics of the full training set in [0, 1] units (what
     ``Normalize`` takes); a :meth:`subset` keeps them. ``description``: one line for captions.
+    ``source``: where the images came from (an archive's file name, torchvision's files, generated);
+    ``provenance``: the full set's counts, pixel sha256 per split, order and checks (:meth:`record`).
     """
 
     name: str
@@ -90,6 +132,8 @@ class Dataset:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     description: str
+    source: str = ""
+    provenance: dict | None = None
 
     def __post_init__(self) -> None:
         for split in ("train", "test"):
@@ -112,7 +156,19 @@ class Dataset:
             test_x=self.test_x[:n_test], test_y=self.test_y[:n_test],
             num_classes=self.num_classes, mean=self.mean, std=self.std,
             description=f"{self.description}; first {n_train:,} train / {n_test:,} test images",
+            source=self.source, provenance=self.provenance,
         )
+
+    def record(self) -> dict:
+        """The dataset record a run's environment holds: name, description, source, counts of the
+        full set and of what is used, pixel sha256 per split of the full set in its order (release
+        order where there is one), the order, and whether the pixels match a published release."""
+        p = self.provenance or {}
+        return {"name": self.name, "description": self.description, "source": self.source,
+                "source_sha256": p.get("source_sha256"), "classes": self.num_classes,
+                "images": p.get("images"), "used": {"train": len(self.train_y), "test": len(self.test_y)},
+                "pixel_sha256": p.get("pixel_sha256"), "order": p.get("order"),
+                "release_verified": p.get("release_verified")}
 
     def __repr__(self) -> str:
         return (f"Dataset({self.name!r}, train={tuple(self.train_x.shape)}, test={tuple(self.test_x.shape)}, "
@@ -153,37 +209,133 @@ def _channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...
     return tuple(means), tuple(stds)
 
 
-def variant(name: str, num_classes: int) -> str:
-    """The dataset like ``name`` with ``num_classes`` classes: ``variant("synthetic", 10) == "synthetic10"``,
-    ``variant("cifar100", 10) == "cifar10"``. ValueError names a bad name or class count."""
+def variant(name: str, num_classes: int, data_root: str | Path | None = None) -> str:
+    """The dataset like ``name`` with ``num_classes`` classes: ``variant("synthetic", 10) == "synthetic10"``;
+    ``variant("cifar100", 10)`` is ``cifar10`` where its files or archive are found, else
+    ``cifar10-jpeg`` where only the JPEG copy is found at the location (``data_root``, see
+    :mod:`greenlib.data.locate`), else ``cifar10``. ValueError names a bad name or class count."""
     if name not in _VARIANTS:
         raise ValueError(f"unknown dataset {name!r}; accepted: {', '.join(DATASETS)}")
     if num_classes not in _VARIANTS[name]:
         raise ValueError(f"num_classes={num_classes!r} has no {name} variant; accepted: "
                          f"{', '.join(map(str, _VARIANTS[name]))}")
-    return _VARIANTS[name][num_classes]
+    candidates = _VARIANTS[name][num_classes]
+    for c in candidates:
+        if c == name or available(c, data_root, named_only=True):
+            return c
+    return candidates[0]
 
 
-def load_dataset(name: str, seed: int = 0, download: bool = False, root: str | Path | None = None) -> Dataset:
+def available(name: str, data_root: str | Path | None = None, named_only: bool = False) -> bool:
+    """Whether ``name`` can be loaded without a download (nothing is decoded to tell)."""
+    if name.startswith("synthetic"):
+        return True
+    spec = REAL[name]
+    if locate.find(name, data_root, named_only=named_only) is not None:
+        return True
+    return spec.torchvision_folder is not None and (paths.data_dir() / name / spec.torchvision_folder).is_dir()
+
+
+def auto_dataset(data_root: str | Path | None = None) -> tuple[str, str]:
+    """What ``dataset="auto"`` (the smoke profile's default) means here: ``cifar100`` where it is found
+    (its archive at the location, or torchvision's files), else the stand-in ``synthetic``; and the
+    one line that says which, and why."""
+    if available("cifar100", data_root):
+        found = locate.find("cifar100", data_root)
+        source = found.name if found is not None else "torchvision files"
+        return "cifar100", f"dataset: cifar100 (real, subsets; from {source})"
+    return "synthetic", (f"dataset: synthetic stand-in (CIFAR-100 archive not found: no cifar100-png.tar.xz at "
+                         f"{locate.describe(data_root)}; set ${locate.ENV_VAR} or data_root, see docs/datasets.md)")
+
+
+def load_dataset(name: str, seed: int = 0, download: bool = False, root: str | Path | None = None,
+                 data_root: str | Path | None = None, workers: int | None = None) -> Dataset:
     """Load ``name`` (one of :data:`DATASETS`) as CPU tensors.
 
     ``synthetic`` / ``synthetic10``: generated from ``seed`` (an int >= 0) and cached in ``root``
     (default ``paths.cache_dir()``); a cache that cannot be read is regenerated, with a warning.
     ``download`` is ignored: nothing is fetched.
 
-    ``cifar100`` / ``cifar10``: read by torchvision from ``root`` (default ``data/<name>/``); ``seed``
-    is ignored. Fetched from the internet only when ``download=True``.
+    Every other name is read from files; ``seed`` is ignored. First from an ImageFolder archive at
+    the dataset location (``data_root``: a folder holding archives under their known names, or one
+    archive; empty or None: ``$GREENLIB_DATASETS``, else ``data/datasets/``), decoded in ``workers``
+    processes (None: the usable CPUs) and cached in ``paths.cache_dir()``; else (``cifar100``,
+    ``cifar10``) by torchvision from ``root`` (default ``data/<name>/``), fetched from the internet
+    only when ``download=True`` (which skips the archive).
 
-    Raises ValueError for an unknown name or a bad seed, DatasetError when CIFAR is missing
-    (the message names the folder and the command that fetches it) or its download fails.
+    Raises ValueError for an unknown name or a bad seed, DatasetError (one line) when the data is
+    missing (naming the three ways to provide it), corrupt, not what the name promises (the pixels
+    of ``cifar100`` must match the release's; ``cifar10`` refuses a lossy copy), or its download fails.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; accepted: {', '.join(DATASETS)}")
     if name.startswith("synthetic"):
         return _load_synthetic(seed, Path(root) if root is not None else paths.cache_dir(),
                                num_classes=CLASSES[name])
-    folder = Path(root) if root is not None else paths.data_dir() / name
-    return _load_cifar100(folder, download) if name == "cifar100" else _load_cifar10(folder, download)
+    spec = REAL[name]
+    found = None if download else locate.find(name, data_root)
+    if found is not None:
+        return _load_archive(name, spec, found, workers)
+    tv_root = Path(root) if root is not None else paths.data_dir() / name
+    if spec.torchvision is not None and (download or (tv_root / spec.torchvision_folder).is_dir()):
+        return _load_torchvision(name, spec, tv_root, download)
+    raise DatasetError(_not_found(name, spec, data_root, tv_root))
+
+
+def _not_found(name: str, spec: RealSpec, data_root, tv_root: Path) -> str:
+    where = locate.describe(data_root)
+    names = " / ".join(locate.known_names(name)[:2])
+    if spec.torchvision is None:
+        return (f"{spec.title} ({name}) not found: no {names} at {where}; point ${locate.ENV_VAR} or data_root "
+                f"at the archive itself ({', '.join(folder.ARCHIVE_SUFFIXES)}) or a folder holding train/ and test/, "
+                f"or at the folder holding {locate.known_names(name)[0]} (docs/datasets.md)")
+    return (f"{spec.title} not found: no {names} at {where} and no torchvision files in {tv_root}; provide it "
+            f"one of three ways: download it once with `{FETCH_COMMAND.replace('cifar100', name)}` (needs "
+            f"internet), point ${locate.ENV_VAR} or data_root at the folder holding {locate.known_names(name)[0]} "
+            "(docs/datasets.md), or run on the stand-in with dataset=synthetic")
+
+
+# --------------------------------------------------------------------------------------------
+# Real data from an ImageFolder archive or folder
+# --------------------------------------------------------------------------------------------
+def _load_archive(name: str, spec: RealSpec, path: Path, workers: int | None) -> Dataset:
+    d = folder.load_folder(path, paths.cache_dir(), workers)
+    counts = (len(d.train_y), len(d.test_y))
+    what = f"{name} from {d.source}"
+    if spec.num_classes is not None and len(d.classes) != spec.num_classes:
+        raise DatasetError(f"{what}: {len(d.classes)} classes, expected {spec.num_classes}")
+    if spec.lossy is False and d.lossy:
+        hint = " (load the JPEG copy as dataset=cifar10-jpeg)" if name == "cifar10" else ""
+        raise DatasetError(f"{what}: holds lossy (JPEG/WebP) images; {name} must be lossless{hint}")
+    if spec.counts is not None and counts != spec.counts:
+        raise DatasetError(f"{what}: {counts[0]:,} train / {counts[1]:,} test images, expected "
+                           f"{spec.counts[0]:,} / {spec.counts[1]:,}")
+    verified = _verify(what, spec, d.pixel_sha256)
+    if name == "imagefolder":
+        description = f"ImageFolder {d.source} ({len(d.classes)} classes)"
+    elif spec.lossy:
+        description = f"{spec.title}, from {d.source}"
+    else:
+        description = f"{spec.title} (from {d.source}{', pixels = the release' if verified else ''})"
+    mean, std = _channel_stats(d.train_x)
+    provenance = {"source_sha256": d.source_sha256, "images": {"train": counts[0], "test": counts[1]},
+                  "pixel_sha256": dict(d.pixel_sha256), "order": dict(d.order), "release_verified": verified,
+                  "class_names": list(d.classes)}
+    return Dataset(name=name, train_x=d.train_x, train_y=d.train_y, test_x=d.test_x, test_y=d.test_y,
+                   num_classes=len(d.classes), mean=mean, std=std, description=description,
+                   source=d.source, provenance=provenance)
+
+
+def _verify(what: str, spec: RealSpec, sums: dict[str, str]) -> bool | None:
+    """True when the pixels match the release's, None when there is nothing to match; DatasetError otherwise."""
+    if spec.release_sha256 is None:
+        return None
+    bad = [s for s in ("train", "test") if sums[s] != spec.release_sha256[s]]
+    if bad:
+        raise DatasetError(f"{what}: the {bad[0]} pixels (sha256 {sums[bad[0]][:16]}...) differ from the "
+                           f"{spec.title} release's ({spec.release_sha256[bad[0]][:16]}...); load it as "
+                           f"dataset=imagefolder, not as {spec.title}")
+    return True
 
 
 # --------------------------------------------------------------------------------------------
@@ -192,20 +344,12 @@ def load_dataset(name: str, seed: int = 0, download: bool = False, root: str | P
 FETCH_COMMAND = "python -m greenlib.data download cifar100"
 
 
-def _load_cifar100(root: Path, download: bool) -> Dataset:
-    from torchvision.datasets import CIFAR100
+def _load_torchvision(name: str, spec: RealSpec, root: Path, download: bool) -> Dataset:
+    import torchvision.datasets
 
-    return _load_torchvision(CIFAR100, "cifar100", "CIFAR-100", 100, root, download)
-
-
-def _load_cifar10(root: Path, download: bool) -> Dataset:
-    from torchvision.datasets import CIFAR10
-
-    return _load_torchvision(CIFAR10, "cifar10", "CIFAR-10", 10, root, download)
-
-
-def _load_torchvision(cls, name: str, title: str, num_classes: int, root: Path, download: bool) -> Dataset:
-    splits = {}
+    cls = getattr(torchvision.datasets, spec.torchvision)
+    title = spec.title
+    splits, sums = {}, {}
     fetch = FETCH_COMMAND.replace("cifar100", name)
     for train in (True, False):
         try:
@@ -217,14 +361,20 @@ def _load_torchvision(cls, name: str, title: str, num_classes: int, root: Path, 
             ) from None
         except OSError as e:  # URLError, connection refused, disk full, ... during a download
             raise DatasetError(f"could not download {title} into {root}: {type(e).__name__}: {e}") from None
+        sums["train" if train else "test"] = pixel_sha256(ds.data)  # NHWC, release order
         x = torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))  # NHWC -> NCHW
         y = torch.as_tensor(ds.targets, dtype=torch.int64)
         splits[train] = (x, y)
+    verified = _verify(f"{name} from torchvision's files in {root}", spec, sums)
     mean, std = _channel_stats(splits[True][0])
+    provenance = {"source_sha256": None, "images": {"train": len(splits[True][1]), "test": len(splits[False][1])},
+                  "pixel_sha256": sums, "order": {"train": "release order", "test": "release order"},
+                  "release_verified": verified}
     return Dataset(
         name=name, train_x=splits[True][0], train_y=splits[True][1],
-        test_x=splits[False][0], test_y=splits[False][1], num_classes=num_classes,
-        mean=mean, std=std, description=f"{title} (torchvision)",
+        test_x=splits[False][0], test_y=splits[False][1], num_classes=spec.num_classes,
+        mean=mean, std=std, description=f"{title} (torchvision)", source="torchvision files",
+        provenance=provenance,
     )
 
 
@@ -282,7 +432,8 @@ def _load_synthetic(seed: int, root: Path, n_train: int = TRAIN_SIZE, n_test: in
     ds = make_synthetic(seed, n_train, n_test, num_classes=num_classes)
     buf = io.BytesIO()
     torch.save({"version": SYNTHETIC_VERSION, "seed": seed, "train_x": ds.train_x, "train_y": ds.train_y,
-                "test_x": ds.test_x, "test_y": ds.test_y, "mean": list(ds.mean), "std": list(ds.std)}, buf)
+                "test_x": ds.test_x, "test_y": ds.test_y, "mean": list(ds.mean), "std": list(ds.std),
+                "pixel_sha256": dict(ds.provenance["pixel_sha256"])}, buf)
     atomic_write_bytes(path, buf.getvalue())
     return ds
 
@@ -296,14 +447,21 @@ def _read_synthetic_cache(path: Path, seed: int, n_train: int, n_test: int, num_
     if tuple(blob["train_x"].shape) != (n_train, *shape) or tuple(blob["test_x"].shape) != (n_test, *shape):
         raise ValueError(f"shapes {tuple(blob['train_x'].shape)} / {tuple(blob['test_x'].shape)} do not match")
     return _synthetic_dataset(seed, blob["train_x"], blob["train_y"], blob["test_x"], blob["test_y"],
-                              tuple(blob["mean"]), tuple(blob["std"]), num_classes)
+                              tuple(blob["mean"]), tuple(blob["std"]), num_classes, blob.get("pixel_sha256"))
 
 
-def _synthetic_dataset(seed, train_x, train_y, test_x, test_y, mean, std, num_classes: int = NUM_CLASSES) -> Dataset:
+def _synthetic_dataset(seed, train_x, train_y, test_x, test_y, mean, std, num_classes: int = NUM_CLASSES,
+                       sums: dict[str, str] | None = None) -> Dataset:
     name, title = ("synthetic", "CIFAR-100") if num_classes == NUM_CLASSES else ("synthetic10", "CIFAR-10")
+    order = "generated: labels in blocks holding each class once"
+    provenance = {"source_sha256": None, "images": {"train": len(train_y), "test": len(test_y)},
+                  "pixel_sha256": sums or {"train": pixel_sha256(train_x.permute(0, 2, 3, 1).numpy()),
+                                           "test": pixel_sha256(test_x.permute(0, 2, 3, 1).numpy())},
+                  "order": {"train": order, "test": order}, "release_verified": None}
     ds = Dataset(name=name, train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
                  num_classes=num_classes, mean=mean, std=std,
-                 description=f"synthetic {title}-shaped stand-in (seed {seed}), NOT {title}")
+                 description=f"synthetic {title}-shaped stand-in (seed {seed}), NOT {title}",
+                 source=f"generated (seed {seed}, version {SYNTHETIC_VERSION})", provenance=provenance)
     if int(train_y.min()) < 0 or int(train_y.max()) >= num_classes:
         raise ValueError("labels out of range")
     return ds
@@ -669,16 +827,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     dl.add_argument("dataset", choices=DATASETS)
     dl.add_argument("--root", default=None, help="folder (default: data/<dataset>/ or the cache folder)")
     dl.add_argument("--seed", type=int, default=0, help="synthetic only: generator seed")
+    ck = sub.add_parser("check", help="load a dataset (decoding and caching an archive once) and print its record")
+    ck.add_argument("dataset", choices=DATASETS)
+    ck.add_argument("--data-root", default=None, help=f"dataset location (default: ${locate.ENV_VAR}, else "
+                    "data/datasets/): a folder of archives or one archive")
     args = parser.parse_args(argv)
     try:
-        ds = load_dataset(args.dataset, seed=args.seed, download=True, root=args.root)
+        if args.command == "download":
+            ds = load_dataset(args.dataset, seed=args.seed, download=True, root=args.root)
+        else:
+            ds = load_dataset(args.dataset, data_root=args.data_root)
     except DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"{ds.description}: {len(ds.train_y):,} train / {len(ds.test_y):,} test images, "
           f"{ds.num_classes} classes, mean {ds.mean}, std {ds.std}")
+    if args.command == "check":
+        import json
+
+        print(json.dumps(ds.record(), indent=1))
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
