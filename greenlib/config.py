@@ -143,7 +143,10 @@ SECTIONS: dict[str, dict[str, Param]] = {
         "search_classes": Param(list, "search on the dataset (100) or on its CIFAR-10-shaped variant (10); "
                                 "retraining always uses the dataset", choices=(100, 10)),
         "search_epochs": Param(int, "supernet search epochs", min=1),
-        "retrain_epochs": Param(int, "epochs retraining the exported architecture from scratch", min=1),
+        "darts_retrain_epochs": Param(int, "DARTS: epochs retraining the exported architecture from scratch "
+                                      "(DARTS and NNI's example: 600)", min=1),
+        "proxyless_retrain_epochs": Param(int, "ProxylessNAS: epochs retraining the exported architecture from "
+                                          "scratch (NNI's example: 300; docs/nas.md)", min=1),
         "width": Param(int, "channels of the search space's first stage", min=4),
         "cells": Param(int, "cells of the DARTS supernet (DARTS: 8)", min=3),
         "blocks": Param(int, "most blocks per searched ProxylessNAS stage (NNI's space: 4)", min=1),
@@ -218,7 +221,7 @@ PROFILE_VALUES: dict[str, dict[str, dict[str, Any]]] = {
         "distillation": {"pairs": ["resnet20:resnet8"], "methods": ["KD", "CRD"], "teacher_epochs": 1,
                          "student_epochs": 1, "lr": 0.05, "acc_source": "measured", "iec_shared": True},
         "nas": {"strategies": ["darts", "proxyless"], "search_classes": [100], "search_epochs": 1,
-                "retrain_epochs": 1, "width": 4, "cells": 3, "blocks": 1, "retrain_width": 4, "retrain_cells": 3,
+                "darts_retrain_epochs": 1, "proxyless_retrain_epochs": 1, "width": 4, "cells": 3, "blocks": 1, "retrain_width": 4, "retrain_cells": 3,
                 "lr": 0.025, "train_size": 32, "test_size": 32, "batch_size": 16},
         "batch_size": {"pairs": ["wrn-40-2:wrn-16-2"], "method": "KD", "batch_sizes": [32, 64], "teacher_epochs": 1,
                        "student_epochs": 1, "lr": 0.05, "lr_scaling": "fixed"},
@@ -247,7 +250,7 @@ PROFILE_VALUES: dict[str, dict[str, dict[str, Any]]] = {
                          "teacher_epochs": 10, "student_epochs": 5, "lr": 0.05, "acc_source": "measured",
                          "iec_shared": True},
         "nas": {"strategies": ["darts", "proxyless"], "search_classes": [100, 10], "search_epochs": 2,
-                "retrain_epochs": 5, "width": 16, "cells": 5, "blocks": 2, "retrain_width": 16, "retrain_cells": 5,
+                "darts_retrain_epochs": 5, "proxyless_retrain_epochs": 5, "width": 16, "cells": 5, "blocks": 2, "retrain_width": 16, "retrain_cells": 5,
                 "lr": 0.025, "train_size": 10_000, "iec_min_seconds": 2.0},
         "batch_size": {"pairs": ["wrn-40-2:wrn-16-2", "resnet110:resnet32"], "method": "KD",
                        "batch_sizes": [32, 64, 128, 256, 512, 1024], "teacher_epochs": 2, "student_epochs": 2,
@@ -280,9 +283,10 @@ PROFILE_VALUES: dict[str, dict[str, dict[str, Any]]] = {
                          "teacher_epochs": 240, "student_epochs": 240, "lr": 0.05, "acc_source": "measured",
                          "batch_size": 64, "iec_shared": False},
         # DARTS (and NNI's DARTS example): search 50 epochs at 8 cells x 16 channels, batch 64; retrain the
-        # cells 600 epochs at 20 x 36. ProxylessNAS: NNI's space (at most 4 blocks per stage), same epochs.
+        # cells 600 epochs at 20 x 36. ProxylessNAS: NNI's space (at most 4 blocks per stage), the same search,
+        # retrained 300 epochs (NNI's ProxylessNAS example; the paper's TEC rules out 600: docs/nas.md).
         "nas": {"strategies": ["darts", "proxyless"], "search_classes": [100, 10], "search_epochs": 50,
-                "retrain_epochs": 600, "width": 16, "cells": 8, "blocks": 4, "retrain_width": 36,
+                "darts_retrain_epochs": 600, "proxyless_retrain_epochs": 300, "width": 16, "cells": 8, "blocks": 4, "retrain_width": 36,
                 "retrain_cells": 20, "lr": 0.025, "batch_size": 64},
         "batch_size": {"pairs": ["wrn-40-2:wrn-16-2", "resnet110:resnet32"], "method": "KD",
                        "batch_sizes": [32, 64, 128, 256, 512, 1024], "teacher_epochs": 240, "student_epochs": 240,

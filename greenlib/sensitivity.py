@@ -141,8 +141,9 @@ def _job_context(ctx: Context, params: Resolved) -> Context:
 def run_batch_size_study(ctx: Context, seed: int = 0, progress: bool = True) -> list[dict[str, Any]]:
     """Distil every pair with ``cfg.method`` at every batch size (cached runs are reused).
 
-    The teacher of a pair is trained once, at the study's own ``batch_size``, and shared by
-    every batch size: only the distillation stage varies, as in the paper's Figure 4.
+    The teacher of a pair is one run of kind ``teacher`` (RepDistiller's recipe, batch 64 whatever
+    the student's batch), shared by every batch size and by notebooks 04 and 12: only the
+    distillation stage varies, as in the paper's Figure 4.
     """
     from .distill.run import parse_pairs, run_distillation
 
@@ -151,11 +152,9 @@ def run_batch_size_study(ctx: Context, seed: int = 0, progress: bool = True) -> 
     pairs = parse_pairs(cfg.pairs)
     out = []
     for pair, (teacher, student) in zip(cfg.pairs, pairs):
-        teacher_ctx = _job_context(ctx, distillation_params(cfg, pair))
         for bs in sizes:
             job = _job_context(ctx, distillation_params(cfg, pair, bs))
-            out.append(run_distillation(job, teacher, student, cfg.method, seed, progress=progress,
-                                        teacher_ctx=teacher_ctx))
+            out.append(run_distillation(job, teacher, student, cfg.method, seed, progress=progress))
     return out
 
 

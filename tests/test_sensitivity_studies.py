@@ -63,7 +63,8 @@ def test_one_distillation_run_per_batch_size_sharing_one_teacher(study):
     teachers = {r["config"]["teacher_run_id"] for r in results}
     assert len(teachers) == 1
     teacher = ctx.store.get(teachers.pop()).result
-    assert teacher["config"]["kind"] == "baseline" and teacher["config"]["batch_size"] == cfg.batch_size
+    # RepDistiller's teacher recipe, batch 64 whatever the study's batch (32 here)
+    assert teacher["config"]["kind"] == "teacher" and teacher["config"]["batch_size"] == 64 != cfg.batch_size
     for r in results:  # TEC counts the shared teacher in full
         m = r["metrics"]
         assert m["tec_wh"] == pytest.approx(m["tec_teacher_wh"] + m["tec_pretrain_wh"] + m["tec_distill_wh"])
@@ -104,7 +105,7 @@ def test_epoch_table_names_a_missing_stage(study):
 
 
 def test_gpu_type_job_is_the_same_run_as_the_study_at_its_batch_size(study):
-    # same job, same teacher (trained at the job's batch size): one run, not two
+    # same job, same teacher (RepDistiller's recipe): one run, not two
     cfg, ctx, results = study
     gcfg = _cfg("gpu_type")
     job = sensitivity.run_gpu_type_job(experiments.Context(gcfg, ctx.device, ctx.dataset, ctx.store,
