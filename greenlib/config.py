@@ -73,7 +73,7 @@ _COMMON: dict[str, Param] = {
 COMMON_PARAMS: tuple[str, ...] = tuple(_COMMON)
 """Parameters every training notebook shares (data, device, measurement, seeds, caching)."""
 
-_TEACHER_EPOCHS = Param(int, "teacher training epochs (a baseline run, shared)", min=1)
+_TEACHER_EPOCHS = Param(int, "teacher training epochs (a 'teacher' run with RepDistiller's recipe, shared)", min=1)
 
 SECTIONS: dict[str, dict[str, Param]] = {
     "environment": {"redraw_only": _COMMON["redraw_only"]},
@@ -246,7 +246,7 @@ PROFILE_VALUES: dict[str, dict[str, dict[str, Any]]] = {
         "distillation": {"pairs": ["vgg13:vgg8", "resnet56:resnet20"],  # wrn-40-2:wrn-16-2: notebooks 10, 12
                          "methods": ["KD", "FitNet", "AT", "SP", "CC", "VID", "RKD", "PKT", "AB", "FT", "FSP", "NST",
                                      "CRD"],
-                         # teachers are notebook 01's 10-epoch baselines (same data and measurement)
+                         # teachers: 'teacher' runs, RepDistiller's recipe (batch 64) over 10 epochs
                          "teacher_epochs": 10, "student_epochs": 5, "lr": 0.05, "acc_source": "measured",
                          "iec_shared": True},
         "nas": {"strategies": ["darts", "proxyless"], "search_classes": [100, 10], "search_epochs": 2,
