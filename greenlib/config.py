@@ -78,7 +78,7 @@ _COMMON: dict[str, Param] = {
 COMMON_PARAMS: tuple[str, ...] = tuple(_COMMON)
 """Parameters every training notebook shares (data, device, measurement, seeds, caching)."""
 
-_TEACHER_EPOCHS = Param(int, "teacher training epochs (a baseline run, shared)", min=1)
+_TEACHER_EPOCHS = Param(int, "teacher training epochs (a 'teacher' run with RepDistiller's recipe, shared)", min=1)
 
 SECTIONS: dict[str, dict[str, Param]] = {
     "environment": {"redraw_only": _COMMON["redraw_only"]},
@@ -148,7 +148,10 @@ SECTIONS: dict[str, dict[str, Param]] = {
         "search_classes": Param(list, "search on the dataset (100) or on its CIFAR-10-shaped variant (10); "
                                 "retraining always uses the dataset", choices=(100, 10)),
         "search_epochs": Param(int, "supernet search epochs", min=1),
-        "retrain_epochs": Param(int, "epochs retraining the exported architecture from scratch", min=1),
+        "darts_retrain_epochs": Param(int, "DARTS: epochs retraining the exported architecture from scratch "
+                                      "(DARTS and NNI's example: 600)", min=1),
+        "proxyless_retrain_epochs": Param(int, "ProxylessNAS: epochs retraining the exported architecture from "
+                                          "scratch (NNI's example: 300; docs/nas.md)", min=1),
         "width": Param(int, "channels of the search space's first stage", min=4),
         "cells": Param(int, "cells of the DARTS supernet (DARTS: 8)", min=3),
         "blocks": Param(int, "most blocks per searched ProxylessNAS stage (NNI's space: 4)", min=1),
@@ -223,7 +226,7 @@ PROFILE_VALUES: dict[str, dict[str, dict[str, Any]]] = {
         "distillation": {"pairs": ["resnet20:resnet8"], "methods": ["KD", "CRD"], "teacher_epochs": 1,
                          "student_epochs": 1, "lr": 0.05, "acc_source": "measured", "iec_shared": True},
         "nas": {"strategies": ["darts", "proxyless"], "search_classes": [100], "search_epochs": 1,
-                "retrain_epochs": 1, "width": 4, "cells": 3, "blocks": 1, "retrain_width": 4, "retrain_cells": 3,
+                "darts_retrain_epochs": 1, "proxyless_retrain_epochs": 1, "width": 4, "cells": 3, "blocks": 1, "retrain_width": 4, "retrain_cells": 3,
                 "lr": 0.025, "train_size": 32, "test_size": 32, "batch_size": 16},
         "batch_size": {"pairs": ["wrn-40-2:wrn-16-2"], "method": "KD", "batch_sizes": [32, 64], "teacher_epochs": 1,
                        "student_epochs": 1, "lr": 0.05, "lr_scaling": "fixed"},
@@ -248,11 +251,11 @@ PROFILE_VALUES: dict[str, dict[str, dict[str, Any]]] = {
         "distillation": {"pairs": ["vgg13:vgg8", "resnet56:resnet20"],  # wrn-40-2:wrn-16-2: notebooks 10, 12
                          "methods": ["KD", "FitNet", "AT", "SP", "CC", "VID", "RKD", "PKT", "AB", "FT", "FSP", "NST",
                                      "CRD"],
-                         # teachers are notebook 01's 10-epoch baselines (same data and measurement)
+                         # teachers: 'teacher' runs, RepDistiller's recipe (batch 64) over 10 epochs
                          "teacher_epochs": 10, "student_epochs": 5, "lr": 0.05, "acc_source": "measured",
                          "iec_shared": True},
         "nas": {"strategies": ["darts", "proxyless"], "search_classes": [100, 10], "search_epochs": 2,
-                "retrain_epochs": 5, "width": 16, "cells": 5, "blocks": 2, "retrain_width": 16, "retrain_cells": 5,
+                "darts_retrain_epochs": 5, "proxyless_retrain_epochs": 5, "width": 16, "cells": 5, "blocks": 2, "retrain_width": 16, "retrain_cells": 5,
                 "lr": 0.025, "train_size": 10_000, "iec_min_seconds": 2.0},
         "batch_size": {"pairs": ["wrn-40-2:wrn-16-2", "resnet110:resnet32"], "method": "KD",
                        "batch_sizes": [32, 64, 128, 256, 512, 1024], "teacher_epochs": 2, "student_epochs": 2,
@@ -285,9 +288,10 @@ PROFILE_VALUES: dict[str, dict[str, dict[str, Any]]] = {
                          "teacher_epochs": 240, "student_epochs": 240, "lr": 0.05, "acc_source": "measured",
                          "batch_size": 64, "iec_shared": False},
         # DARTS (and NNI's DARTS example): search 50 epochs at 8 cells x 16 channels, batch 64; retrain the
-        # cells 600 epochs at 20 x 36. ProxylessNAS: NNI's space (at most 4 blocks per stage), same epochs.
+        # cells 600 epochs at 20 x 36. ProxylessNAS: NNI's space (at most 4 blocks per stage), the same search,
+        # retrained 300 epochs (NNI's ProxylessNAS example; the paper's TEC rules out 600: docs/nas.md).
         "nas": {"strategies": ["darts", "proxyless"], "search_classes": [100, 10], "search_epochs": 50,
-                "retrain_epochs": 600, "width": 16, "cells": 8, "blocks": 4, "retrain_width": 36,
+                "darts_retrain_epochs": 600, "proxyless_retrain_epochs": 300, "width": 16, "cells": 8, "blocks": 4, "retrain_width": 36,
                 "retrain_cells": 20, "lr": 0.025, "batch_size": 64},
         "batch_size": {"pairs": ["wrn-40-2:wrn-16-2", "resnet110:resnet32"], "method": "KD",
                        "batch_sizes": [32, 64, 128, 256, 512, 1024], "teacher_epochs": 240, "student_epochs": 240,

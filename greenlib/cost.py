@@ -33,6 +33,7 @@ J_PER_KWH = 3.6e6
 # stage name in a stored run -> (kind, key of the run config, epochs of the run config)
 _KEYS: dict[str, tuple[str, Callable[[Mapping[str, Any]], str], str]] = {
     "base_training": ("train", lambda c: c["model"], "epochs"),
+    "teacher_training": ("train", lambda c: c["model"], "epochs"),  # a teacher run (greenlib.distill.teacher)
     "finetuning": ("finetune", lambda c: f"{c['model']}/{c['pruner']}", "finetune_epochs"),
     "pretrain": ("pretrain", lambda c: f"{c['teacher']}:{c['student']}/{c['method']}", "pretrain_epochs"),
     "distillation": ("distill", lambda c: f"{c['teacher']}:{c['student']}/{c['method']}", "epochs"),
@@ -99,6 +100,8 @@ def plan(profile: str) -> pd.DataFrame:
     """
     from .distill import registry
     from .distill.run import parse_pairs, pretrain_epochs
+    from .distill.teacher import TEACHER_BATCH_SIZE
+    from .nas.run import retrain_epochs
 
     rows: list[dict[str, Any]] = []
 
@@ -124,7 +127,7 @@ def plan(profile: str) -> pd.DataFrame:
 
     def distill(nb, c, pairs, methods, batch_sizes=(None,)):
         for (t, s), pair in zip(parse_pairs(pairs), pairs):
-            add(nb, "train", t, c, c.teacher_epochs)
+            add(nb, "train", t, c, c.teacher_epochs, batch_size=TEACHER_BATCH_SIZE)  # RepDistiller's teacher batch
             for method in methods:
                 for bs in batch_sizes:
                     add(nb, "distill", f"{pair}/{method}", c, c.student_epochs, batch_size=bs)
@@ -138,7 +141,7 @@ def plan(profile: str) -> pd.DataFrame:
         for s in c.strategies:
             n = len(c.seeds) * len(c.search_classes)
             add("05_nas", "nas_search", s, c, c.search_epochs, runs=n)
-            add("05_nas", "nas_retrain", s, c, c.retrain_epochs, runs=n)
+            add("05_nas", "nas_retrain", s, c, retrain_epochs(c, s), runs=n)
     c = section("batch_size")
     distill("10_batch_size", c, list(c.pairs), [c.method], list(c.batch_sizes))
     c = section("sampling_rate")

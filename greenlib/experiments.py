@@ -71,7 +71,10 @@ class Context:
     environment: dict[str, Any]
 
     def loaders(self, seed: int, batch_size: int | None = None):
-        return make_loaders(self.dataset, self.cfg.loader, batch_size or self.cfg.batch_size, self.device, seed=seed)
+        """(train, test) loaders; the training batch is ``batch_size`` (None: the notebook's), the test
+        batch always the notebook's (accuracy and the IEC images do not depend on the training batch)."""
+        return make_loaders(self.dataset, self.cfg.loader, batch_size or self.cfg.batch_size, self.device, seed=seed,
+                            test_batch_size=self.cfg.batch_size)
 
     def tracer(self) -> Tracer:
         """The tracer of the device the work runs on: its GPU, or the CPU even where GPUs are visible."""
@@ -151,9 +154,13 @@ def iec_metrics(iec: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def train_and_measure(ctx: Context, run: Run, model: torch.nn.Module, seed: int, train_cfg: TrainConfig,
-                      stage: str = "base_training", progress: bool = True) -> dict[str, Any]:
-    """Train ``model`` (traced, resumable), then its accuracy and IEC; returns the run's metrics."""
-    train_loader, test_loader = ctx.loaders(seed)
+                      stage: str = "base_training", progress: bool = True,
+                      batch_size: int | None = None) -> dict[str, Any]:
+    """Train ``model`` (traced, resumable), then its accuracy and IEC; returns the run's metrics.
+
+    ``batch_size``: the training batch (None: the notebook's); a teacher trains at its recipe's.
+    """
+    train_loader, test_loader = ctx.loaders(seed, batch_size)
     seed_everything(seed)
     with ctx.tracer() as tracer:
         trainer = Trainer(model, train_loader, train_cfg, ctx.device, checkpoint=run.folder / "checkpoint.pt")
@@ -237,24 +244,33 @@ def base_model(ctx: Context, model_name: str, seed: int, epochs: int | None = No
     the run folder; where they are gone (weights are not committed) the same config is trained
     again for them, with a warning, and the stored measurement is kept.
     """
-    import warnings
-
     bcfg = base_baseline_config(ctx, model_name, seed, epochs)
     bctx = Context(bcfg, ctx.device, ctx.dataset, ctx.store, ctx.environment)
     res = run_baseline(bctx, model_name, seed, progress=progress)
+    return stored_model(bctx, res, model_name, seed, baseline_train_config(bcfg), progress=progress), res
+
+
+def stored_model(ctx: Context, res: Mapping[str, Any], model_name: str, seed: int, train_cfg: TrainConfig,
+                 batch_size: int | None = None, progress: bool = True) -> torch.nn.Module:
+    """The weights of the stored run ``res`` (a baseline or a teacher) in ``model_name``, in eval mode on
+    ``ctx.device``.
+
+    Weights are not committed. Where they are gone, the run's training (``train_cfg`` at ``batch_size``,
+    seeded from ``seed``) is repeated for them, with a warning; the stored measurement stays the run's
+    (every family that counted it keeps counting the same figure).
+    """
+    import warnings
+
     weights = ctx.store.root / res["run_id"] / "model.pt"
     if not weights.exists():
-        # Weights are not committed. Train the same config again for them; the stored measurement
-        # stays the run's (every family that counted it keeps counting the same figure).
-        warnings.warn(f"base model {res['run_id']} has no stored weights; regenerating them by training the same "
-                      "config again (the stored measurement is kept)", stacklevel=2)
+        warnings.warn(f"run {res['run_id']} has no stored weights; regenerating them by training the same "
+                      "config again (the stored measurement is kept)", stacklevel=3)
         seed_everything(seed)
         model = build_model(model_name, num_classes=ctx.dataset.num_classes)
-        train_loader, _ = bctx.loaders(seed)
-        with bctx.tracer() as tracer:
-            Trainer(model, train_loader, baseline_train_config(bcfg), ctx.device).fit(
-                tracer, "regenerate_weights", progress=progress)
+        train_loader, _ = ctx.loaders(seed, batch_size)
+        with ctx.tracer() as tracer:
+            Trainer(model, train_loader, train_cfg, ctx.device).fit(tracer, "regenerate_weights", progress=progress)
         atomic_torch_save(model.state_dict(), weights)
     model = build_model(model_name, num_classes=ctx.dataset.num_classes)
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    return model.to(ctx.device).eval(), res
+    return model.to(ctx.device).eval()

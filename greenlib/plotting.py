@@ -141,26 +141,36 @@ def plot_winner_regions(table: pd.DataFrame, mui_min: float, mui_max: float, *, 
     return fig
 
 
-def plot_power_series(series: dict[str, pd.DataFrame], *, title: str, reference_w: float | None = None,
-                      column: str = "power_instant_w", ax=None) -> Figure:
+def plot_power_series(series: dict[str, pd.DataFrame], means: pd.DataFrame, *, title: str,
+                      reference_w: float | None = None, ax=None) -> Figure:
     """Power against time for several recordings of one window, each with its mean (Figure 5).
 
-    ``series`` maps a label (``smi-0.1s``) to a tracer's samples (``t_s`` and ``column``); the
-    nvidia-smi recordings are drawn when present, else every series. ``reference_w``: the
-    energy counter's mean power over the window, drawn dashed.
+    ``series`` maps a label (``smi-0.1s``) to a tracer's samples; ``means`` is
+    :func:`greenlib.sensitivity.window_means` (per label: the column drawn, the window's start and
+    length on that tracer's clock, the time-weighted mean over the window). Time is drawn from the
+    window's start, so every recording lines up; the window is shaded and each mean spans it only.
+    The nvidia-smi recordings are drawn when present, else every series. ``reference_w``: the
+    energy counter's mean power over the same window, drawn dashed. Every line is in the legend.
     """
+    by_label = means.set_index("series")
     chosen = {k: v for k, v in series.items() if k.startswith("smi-")} or series
     palette = method_palette(list(chosen))
-    fig, ax = _axes(ax, (8.0, 4.0))
+    fig, ax = _axes(ax, (9.0, 4.6))
+    window_s = float(by_label.loc[list(chosen), "window_s"].max())
+    ax.axvspan(0.0, window_s, color="0.93", zorder=0, label=f"training window ({window_s:.1f} s)")
     for label, df in chosen.items():
+        m = by_label.loc[label]
         d = df[df["valid"].astype(bool)] if "valid" in df else df
-        col = column if d[column].notna().any() else "power_w"
-        ax.plot(d["t_s"] - d["t_s"].min(), d[col], lw=1.0, color=palette[label], label=f"{label} ({col})")
-        ax.axhline(d[col].mean(), color=palette[label], lw=1.2, ls=":")
+        ax.plot(d["t_s"] - m["window_start_s"], d[m["column"]], lw=1.0, color=palette[label],
+                label=f"{label}: {m['column']}")
+        err = f", {m['rel_err_pct']:+.1f}% vs counter" if np.isfinite(m["rel_err_pct"]) else ""
+        ax.hlines(m["mean_power_w"], 0.0, m["window_s"], color=palette[label], lw=1.4, ls=":",
+                  label=f"{label}: mean over the window, time-weighted ({m['mean_power_w']:.1f} W{err})")
     if reference_w is not None and np.isfinite(reference_w):
-        ax.axhline(reference_w, color="0.1", lw=1.4, ls="--", label="energy counter: mean power")
-    ax.set(xlabel="time since the tracer started (s)", ylabel="power (W)", title=title)
-    ax.legend(fontsize=8, frameon=False)
+        ax.hlines(reference_w, 0.0, window_s, color="0.1", lw=1.4, ls="--",
+                  label=f"energy counter: mean over the window ({reference_w:.1f} W)")
+    ax.set(xlabel="time since the training window began (s)", ylabel="power (W)", title=title)
+    ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     _style(ax)
     return fig
 

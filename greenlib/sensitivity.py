@@ -3,7 +3,8 @@
 :func:`run_sampling_study` is notebook 11's run: train a model for a few epochs while a fast NVML
 tracer (both power fields, energy counter at the window edges) and one ``nvidia-smi -q -x`` tracer
 per interval (the paper's method) record the same window; store every series and each one's
-error against the counter.
+error against the counter. :func:`window_means` gives Figure 5's lines: each series' mean over
+that same window, time-weighted, as the error table computes it.
 
 :func:`run_batch_size_study` (notebook 10, the paper's Figure 4) and :func:`run_gpu_type_job`
 (notebook 12, its Table 4) are ordinary distillation runs (``greenlib.distill``) of one KD job,
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -93,7 +95,45 @@ def study_errors(run: Run) -> pd.DataFrame:
 
 def study_series(run: Run) -> dict[str, pd.DataFrame]:
     """Every stored power series of one study: ``{"fast-counter": samples, "smi-0.1s": ...}``."""
-    return {p.name: read_trace(p).samples for p in sorted((run.folder / "traces").iterdir()) if p.is_dir()}
+    return {name: t.samples for name, t in study_traces(run).items()}
+
+
+def study_traces(run: Run) -> dict[str, Any]:
+    """Every stored trace of one study (samples, windows, metadata), by series name."""
+    return {p.name: read_trace(p) for p in sorted((run.folder / "traces").iterdir()) if p.is_dir()}
+
+
+FIGURE5_COLUMN = "power_instant_w"  # the field Figure 5 draws (the paper plotted instantaneous power)
+
+
+def window_means(traces: dict[str, Any], reference_w: float, column: str = FIGURE5_COLUMN,
+                 window: str = "load") -> pd.DataFrame:
+    """Figure 5's horizontal lines: each series' mean power over the training window, time-weighted.
+
+    ``traces`` are :func:`study_traces`' (each holds its own ``window`` on its own clock). The mean
+    is the trapezoid energy of ``column`` (``power_w`` where that column is empty) over the window
+    divided by its length, so it is the errors table's energy over the same seconds, and
+    ``rel_err_pct`` is against ``reference_w`` (the counter's mean over the same window).
+    ``all_samples_mean_w`` is the plain mean of every sample, idle seconds before and after the
+    window included: what the figure drew before, kept to show the difference.
+    """
+    from .tracer.summary import trapezoid_energy_j
+
+    rows = []
+    for name, tr in traces.items():
+        w = tr.windows[window]
+        d = tr.samples[tr.samples["valid"].astype(bool)] if "valid" in tr.samples else tr.samples
+        col = column if column in d and d[column].notna().any() else "power_w"
+        t, p = d["t_s"].to_numpy(float), d[col].to_numpy(float)
+        gaps = np.diff(np.unique(t))
+        hold = 2 * max(float(np.median(gaps)) if gaps.size else 0.0, float(tr.meta.get("requested_interval_s", 0.0)))
+        energy_j, _ = trapezoid_energy_j(t, p, w.start_s, w.end_s, hold)
+        window_s = w.end_s - w.start_s
+        mean_w = energy_j / window_s if window_s > 0 else float("nan")
+        rows.append({"series": name, "column": col, "window_start_s": w.start_s, "window_s": window_s,
+                     "mean_power_w": mean_w, "all_samples_mean_w": float(np.nanmean(p)) if p.size else float("nan"),
+                     "rel_err_pct": 100.0 * (mean_w / reference_w - 1.0) if reference_w else float("nan")})
+    return pd.DataFrame(rows)
 
 
 # --- notebooks 10 and 12: one KD job at several batch sizes, and on several GPU types ----------
@@ -141,8 +181,9 @@ def _job_context(ctx: Context, params: Resolved) -> Context:
 def run_batch_size_study(ctx: Context, seed: int = 0, progress: bool = True) -> list[dict[str, Any]]:
     """Distil every pair with ``cfg.method`` at every batch size (cached runs are reused).
 
-    The teacher of a pair is trained once, at the study's own ``batch_size``, and shared by
-    every batch size: only the distillation stage varies, as in the paper's Figure 4.
+    The teacher of a pair is one run of kind ``teacher`` (RepDistiller's recipe, batch 64 whatever
+    the student's batch), shared by every batch size and by notebooks 04 and 12: only the
+    distillation stage varies, as in the paper's Figure 4.
     """
     from .distill.run import parse_pairs, run_distillation
 
@@ -151,11 +192,9 @@ def run_batch_size_study(ctx: Context, seed: int = 0, progress: bool = True) -> 
     pairs = parse_pairs(cfg.pairs)
     out = []
     for pair, (teacher, student) in zip(cfg.pairs, pairs):
-        teacher_ctx = _job_context(ctx, distillation_params(cfg, pair))
         for bs in sizes:
             job = _job_context(ctx, distillation_params(cfg, pair, bs))
-            out.append(run_distillation(job, teacher, student, cfg.method, seed, progress=progress,
-                                        teacher_ctx=teacher_ctx))
+            out.append(run_distillation(job, teacher, student, cfg.method, seed, progress=progress))
     return out
 
 

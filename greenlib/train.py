@@ -244,7 +244,8 @@ class Trainer:
             "epochs": [h.to_dict() for h in self.history]}
 
 
-_SUM = ("elapsed_s", "energy_j", "energy_wh", "sampled_energy_j", "counter_energy_j", "net_energy_j", "n_samples")
+_SUM = ("elapsed_s", "energy_j", "energy_wh", "sampled_energy_j", "counter_energy_j", "estimated_energy_j",
+        "net_energy_j", "n_samples")
 _TIME_WEIGHTED = ("mean_power_w", "mean_gpu_util_pct", "mean_mem_util_pct")
 
 

@@ -90,3 +90,9 @@ def test_plan_counts_every_stage_once():
     assert list(base.notebook) == ["01_baselines"]  # 02 and 03 reuse notebook 01's base model
     assert set(p[p.kind == "finetune"].key) == {"vgg16/l1", "vgg16/fpgm", "vgg16/apoz"}
     assert {"nas_search", "nas_retrain"} <= set(p.kind)
+
+
+def test_plan_trains_teachers_at_repdistillers_batch():
+    p = cost.plan("paper")
+    teachers = p[(p.kind == "train") & p.notebook.isin(["04_distillation", "10_batch_size", "12_gpu_type"])]
+    assert len(teachers) and (teachers.batch_size == 64).all() and (teachers.epochs == 240).all()

@@ -87,6 +87,37 @@ def test_repdistiller_defaults():
     assert ft.pretrain_lr("resnet20", 0.05) == 0.01 and ft.pretrain_lr("vgg8", 0.05) == 0.05
 
 
+def _lrs(t, epochs):
+    from greenlib.train import lr_at
+
+    return {e: lr_at(e, t.epochs, t.lr, t.schedule, t.milestones, t.gamma) for e in epochs}
+
+
+def test_teachers_follow_repdistillers_train_teacher_recipe():
+    # train_teacher.py: SGD lr 0.05, momentum 0.9, weight decay 5e-4, batch 64, x0.1 after 150, 180, 210 of
+    # 240 (helper/util.py adjust_learning_rate: 1-based epoch > 150, i.e. 0-based epoch 150 on)
+    cfg = config.resolve("distillation", profile="paper")
+    t = distill.teacher_train_config(cfg, "resnet56")
+    assert (t.epochs, t.lr, t.momentum, t.weight_decay, t.schedule) == (240, 0.05, 0.9, 5e-4, "step")
+    lrs = _lrs(t, (0, 149, 150, 179, 180, 209, 210, 239))
+    assert lrs == pytest.approx({0: 0.05, 149: 0.05, 150: 5e-3, 179: 5e-3, 180: 5e-4, 209: 5e-4, 210: 5e-5,
+                                 239: 5e-5})
+    assert distill.teacher_train_config(cfg, "shufflenetv1").lr == 0.01  # train_teacher.py lines 54-56
+    c = distill.teacher_config(cfg, "resnet56", 0)
+    assert c["kind"] == "teacher" and c["batch_size"] == 64 and c["milestones"] == [0.625, 0.75, 0.875]
+    # a quick profile keeps the shape: milestones are fractions of teacher_epochs
+    short = distill.teacher_train_config(config.resolve("distillation", profile="smoke", teacher_epochs=8), "vgg13")
+    assert list(_lrs(short, range(8)).values()) == pytest.approx([0.05] * 5 + [5e-3, 5e-4, 5e-5])
+
+
+def test_students_keep_repdistillers_train_student_recipe():
+    # train_student.py: the same lr 0.05 and 150/180/210 of 240 as the teachers
+    cfg = config.resolve("distillation", profile="paper")
+    s, t = distill.student_train_config(cfg, "resnet20"), distill.teacher_train_config(cfg, "resnet56")
+    assert (s.lr, s.milestones, s.gamma, s.momentum, s.weight_decay) == (t.lr, t.milestones, t.gamma, t.momentum,
+                                                                         t.weight_decay)
+
+
 def test_parse_pairs():
     assert distill.parse_pairs(["resnet56:resnet20", "vgg13:vgg8"]) == [("resnet56", "resnet20"), ("vgg13", "vgg8")]
     with pytest.raises(config.ConfigError, match="'resnet56-resnet20' is not 'teacher:student'"):
@@ -236,7 +267,8 @@ def test_run_writes_a_complete_folder_and_accounts_tec_as_teacher_plus_pretrain_
     assert teacher_trainings == [TEACHER]  # trained once, then a cache hit for the second method
     assert results["KD"]["config"]["teacher_run_id"] == results["FT"]["config"]["teacher_run_id"]
     teacher = json.loads((ctx.store.root / results["KD"]["config"]["teacher_run_id"] / "result.json").read_text())
-    assert teacher["config"]["kind"] == "baseline" and teacher["config"]["epochs"] == ctx.cfg.teacher_epochs
+    assert teacher["config"]["kind"] == "teacher" and teacher["config"]["epochs"] == ctx.cfg.teacher_epochs
+    assert teacher["config"]["batch_size"] == 64 != ctx.cfg.batch_size and teacher["config"]["lr"] == 0.05
     for method, res in results.items():
         folder = ctx.store.root / res["run_id"]
         for name in ("config.json", "environment.json", "metrics.json", "result.json", "model.pt",
@@ -246,7 +278,7 @@ def test_run_writes_a_complete_folder_and_accounts_tec_as_teacher_plus_pretrain_
         m, st = res["metrics"], res["stages"]
         pre = st["pretrain"]["energy_wh"] if "pretrain" in st else 0.0
         assert ("pretrain" in st) == (method == "FT") and m["tec_pretrain_wh"] == pre
-        assert m["tec_teacher_wh"] == teacher["metrics"]["tec_wh"] == teacher["stages"]["base_training"]["energy_wh"]
+        assert m["tec_teacher_wh"] == teacher["metrics"]["tec_wh"] == teacher["stages"]["teacher_training"]["energy_wh"]
         assert m["tec_distill_wh"] == st["distillation"]["energy_wh"]
         assert m["tec_wh"] == pytest.approx(m["tec_teacher_wh"] + pre + m["tec_distill_wh"])
         assert m["tec_wh"] > m["tec_teacher_wh"] > 0 and m["iec_wh"] > 0 and 0 <= m["acc"] <= 1
@@ -261,7 +293,8 @@ def test_complete_run_is_a_cache_hit_without_touching_the_teacher(ctx, runs, mon
     def boom(*a, **k):
         raise AssertionError("a cached run was recomputed")
 
-    monkeypatch.setattr(experiments, "base_model", boom)
+    monkeypatch.setattr(distill.teacher, "teacher_model", boom)
+    monkeypatch.setattr(distill.teacher, "run_teacher", boom)
     monkeypatch.setattr(distill.run, "_distill_and_measure", boom)
     assert distill.run_distillation(ctx, TEACHER, STUDENT, "KD", seed=0, progress=False) == results["KD"]
     stored = distill.stored_distillations(ctx.cfg)
@@ -270,16 +303,38 @@ def test_complete_run_is_a_cache_hit_without_touching_the_teacher(ctx, runs, mon
     assert distill.stored_distillations(other).empty
 
 
-def test_teacher_run_id_is_the_one_base_model_uses(ctx, runs):
-    _, res = experiments.base_model(ctx, TEACHER, 0, epochs=ctx.cfg.teacher_epochs, progress=False)
+def test_teacher_run_id_is_the_one_run_teacher_stores(ctx, runs):
+    _, res = distill.teacher_model(ctx, TEACHER, 0, progress=False)
     assert distill.teacher_run_id(ctx, TEACHER, 0) == res["run_id"]
+
+
+def test_a_teacher_trains_at_batch_64_with_the_recipes_lr_per_epoch(monkeypatch):
+    ctx = _ctx(teacher_epochs=8)  # milestones at epochs 5, 6, 7 (0.625, 0.75, 0.875 of 8)
+    batches = []
+    real = experiments.make_loaders
+
+    def spy(ds, kind, batch_size, *a, **k):
+        batches.append(batch_size)
+        return real(ds, kind, batch_size, *a, **k)
+
+    monkeypatch.setattr(experiments, "make_loaders", spy)
+    res = distill.run_teacher(ctx, "resnet8", seed=0, progress=False)
+    assert batches == [64] and ctx.cfg.batch_size == 32
+    epochs = res["stages"]["teacher_training"]["epochs"]
+    assert [e["lr"] for e in epochs] == pytest.approx([0.05] * 5 + [5e-3, 5e-4, 5e-5])
+    assert all(e["images"] == 64 for e in epochs)
+    # stored and shared: a second call is the same run; lost weights are regenerated, the measurement kept
+    (ctx.store.root / res["run_id"] / "model.pt").unlink()
+    with pytest.warns(UserWarning, match="no stored weights; regenerating them"):
+        model, again = distill.teacher_model(ctx, "resnet8", 0, progress=False)
+    assert again == res and not model.training and (ctx.store.root / res["run_id"] / "model.pt").exists()
 
 
 def test_unknown_method_and_incompatible_pair_fail_before_training(ctx, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("trained before checking")
 
-    monkeypatch.setattr(experiments, "base_model", boom)
+    monkeypatch.setattr(distill.teacher, "teacher_model", boom)
     before = sorted(p.name for p in ctx.store.root.iterdir()) if ctx.store.root.exists() else []
     with pytest.raises(ValueError, match="unknown distillation method 'Foo'"):
         distill.run_distillation(ctx, TEACHER, STUDENT, "Foo", seed=0)
@@ -314,7 +369,7 @@ def test_tables_carry_both_accuracies_and_choose_one(ctx, runs):
         tables.with_accuracy(stored, "ours")
     stages = tables.stage_table(stored, ctx.cfg.profile)
     assert list(stages["method"]).count("(teacher)") == 1  # one teacher run behind both methods
-    assert set(stages["stage"]) == {"base_training", "pretrain", "distillation", "inference"}
+    assert set(stages["stage"]) == {"teacher_training", "pretrain", "distillation", "inference"}
     pub = tables.published_rows()
     assert set(zip(pub["teacher"], pub["student"], pub["method"])) == {
         ("vgg13", "vgg8", "CRD"), ("vgg13", "vgg8", "KD"), ("resnet56", "resnet20", "CRD"),

@@ -16,8 +16,8 @@ from greenlib.nas.strategies import StrategyError
 from greenlib.train import Trainer
 
 # two architecture steps and two weight steps per search epoch (16 + 16 images, batch 8)
-TINY = dict(train_size=32, test_size=16, batch_size=8, search_classes=[100], search_epochs=1, retrain_epochs=1,
-            iec_min_seconds=0.1)
+TINY = dict(train_size=32, test_size=16, batch_size=8, search_classes=[100], search_epochs=1,
+            darts_retrain_epochs=1, proxyless_retrain_epochs=1, iec_min_seconds=0.1)
 
 
 def _tiny_cfg(**over):
@@ -45,6 +45,34 @@ def test_registry_matches_the_config_choices():
     assert config.SECTIONS["nas"]["search_classes"].choices == nas.SEARCH_CLASSES
     for spec in nas.STRATEGIES.values():
         assert spec.space in nas.SPACES and spec.space not in spec.incompatible
+
+
+def test_every_strategy_has_its_own_retraining_epochs():
+    for profile in config.PROFILES:
+        cfg = config.resolve("nas", profile=profile)
+        for strategy in nas.STRATEGIES:
+            assert nas.retrain_epochs(cfg, strategy) == cfg[f"{strategy}_retrain_epochs"]
+    with pytest.raises(StrategyError, match="unknown NAS strategy 'enas'"):
+        nas.retrain_epochs(config.resolve("nas", profile="smoke"), "enas")
+
+
+def test_paper_profile_retrains_proxyless_300_and_darts_600_epochs():
+    # DARTS' 600 (its paper and NNI's example); ProxylessNAS 300 (NNI's example): 600 cannot fit the
+    # paper's 280.78 W·h (docs/nas.md, "Faithfulness")
+    cfg = config.resolve("nas", profile="paper")
+    assert nas.nas_config(cfg, "darts", 0)["retrain_epochs"] == 600
+    assert nas.nas_config(cfg, "proxyless", 0)["retrain_epochs"] == 300
+    assert nas_run.retrain_config(cfg, "proxyless").epochs == 300
+    mixed = config.resolve("nas", profile="smoke", darts_retrain_epochs=3, proxyless_retrain_epochs=2)
+    assert [nas_run.retrain_config(mixed, s).epochs for s in ("darts", "proxyless")] == [3, 2]
+
+
+def test_cost_plan_prices_each_strategys_own_retraining():
+    from greenlib import cost
+
+    p = cost.plan("paper")
+    retrain = p[p.kind == "nas_retrain"].set_index("key")["epochs"]
+    assert retrain.to_dict() == {"darts": 600, "proxyless": 300}
 
 
 @pytest.mark.parametrize("bad, words", [
@@ -154,7 +182,9 @@ def test_stored_runs_are_selected_by_the_notebook_parameters(runs, ctx):
     df = nas.stored_nas(ctx.cfg)
     assert sorted(df["strategy"]) == ["darts", "proxyless"] and set(df["search_classes"]) == {100}
     assert set(df["run_id"]) == {r["run_id"] for r in runs.values()}
-    assert nas.stored_nas(_tiny_cfg(retrain_epochs=2)).empty
+    # each strategy's retraining epochs select its own runs only
+    assert list(nas.stored_nas(_tiny_cfg(proxyless_retrain_epochs=2))["strategy"]) == ["darts"]
+    assert nas.stored_nas(_tiny_cfg(darts_retrain_epochs=2, proxyless_retrain_epochs=2)).empty
 
 
 def test_a_run_killed_in_retraining_resumes_without_searching_again(ctx, monkeypatch):

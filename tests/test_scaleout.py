@@ -97,7 +97,12 @@ def test_shared_runs_go_first_and_are_the_runs_the_families_reuse(tmp_path):
     assert run_id({**cellmod.selector(first[0]), "hardware": "cpu"}) == want
     # distillation needs its teacher and (iec_shared) its student's IEC run first
     plan = grid.make_plan([("distillation", {"methods": ["KD", "AT"]})], "smoke", tmp_path)
-    assert [c.label for c in plan.waves[0]] == ["baseline resnet20 seed=0", "iec resnet8 seed=0"]
+    assert [c.label for c in plan.waves[0]] == ["teacher resnet20 seed=0", "iec resnet8 seed=0"]
+    # the teacher cell is exactly the run distill.run_teacher trains (same id)
+    from greenlib.distill import teacher_run_id
+    tcell = plan.waves[0][0]
+    tctx = SimpleNamespace(cfg=tcell.resolve(), device=torch.device("cpu"))
+    assert run_id({**cellmod.selector(tcell), "hardware": "cpu"}) == teacher_run_id(tctx, "resnet20", 0)
     assert plan.done == {} and plan.hardware is None  # nothing checked without a hardware name
 
 

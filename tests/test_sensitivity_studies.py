@@ -63,7 +63,8 @@ def test_one_distillation_run_per_batch_size_sharing_one_teacher(study):
     teachers = {r["config"]["teacher_run_id"] for r in results}
     assert len(teachers) == 1
     teacher = ctx.store.get(teachers.pop()).result
-    assert teacher["config"]["kind"] == "baseline" and teacher["config"]["batch_size"] == cfg.batch_size
+    # RepDistiller's teacher recipe, batch 64 whatever the study's batch (32 here)
+    assert teacher["config"]["kind"] == "teacher" and teacher["config"]["batch_size"] == 64 != cfg.batch_size
     for r in results:  # TEC counts the shared teacher in full
         m = r["metrics"]
         assert m["tec_wh"] == pytest.approx(m["tec_teacher_wh"] + m["tec_pretrain_wh"] + m["tec_distill_wh"])
@@ -104,7 +105,7 @@ def test_epoch_table_names_a_missing_stage(study):
 
 
 def test_gpu_type_job_is_the_same_run_as_the_study_at_its_batch_size(study):
-    # same job, same teacher (trained at the job's batch size): one run, not two
+    # same job, same teacher (RepDistiller's recipe): one run, not two
     cfg, ctx, results = study
     gcfg = _cfg("gpu_type")
     job = sensitivity.run_gpu_type_job(experiments.Context(gcfg, ctx.device, ctx.dataset, ctx.store,
@@ -177,3 +178,41 @@ def test_slug_is_file_name_safe():
     assert report.slug("CPU (AMD EPYC)") == "cpu-amd-epyc"
     with pytest.raises(ValueError, match="no letters"):
         report.slug(" -- ")
+
+
+# --- Figure 5 (notebook 11): each series' mean over the training window, time-weighted -----------
+
+def _trace(t, p, start_s, end_s):
+    from greenlib.tracer import SavedTrace
+    from greenlib.tracer.summary import summarize
+
+    samples = pd.DataFrame({"t_s": t, "gpu": 0, "valid": True, "power_w": p, "power_instant_w": p})
+    w = summarize(samples, "load", start_s, end_s, requested_interval_s=0.1, sampled_label="smi", labels=[0])
+    return SavedTrace(samples, {"load": w}, {"requested_interval_s": 0.1})
+
+
+def test_figure5_means_cover_the_training_window_only_and_are_time_weighted():
+    import numpy as np
+
+    # idle 50 W for 3 s, training 10 s (dense 0.05 s samples at 100 W for 5 s, sparse 0.5 s at 300 W for
+    # 5 s: a counter would read 200 W on average), idle again for 3 s
+    t = np.concatenate([np.arange(0, 3, 0.1), np.arange(3, 8, 0.05), np.arange(8, 13, 0.5), np.arange(13, 16, 0.1)])
+    p = np.where(t < 3, 50.0, np.where(t < 8, 100.0, np.where(t < 13, 300.0, 50.0)))
+    traces = {"smi-0.1s": _trace(t, p, 3.0, 13.0), "smi-1s": _trace(t[::10], p[::10], 3.0, 13.0)}
+    means = sensitivity.window_means(traces, reference_w=200.0).set_index("series")
+    assert means.loc["smi-0.1s", "window_s"] == 10.0 and means.loc["smi-0.1s", "column"] == "power_instant_w"
+    assert means.loc["smi-0.1s", "mean_power_w"] == pytest.approx(200.0, rel=0.03)  # not the sample mean
+    assert abs(means.loc["smi-0.1s", "rel_err_pct"]) < 3
+    assert means.loc["smi-0.1s", "all_samples_mean_w"] < 150  # what the figure drew before: idle and bias
+    # the figure: time from the window's start, and every line in the legend
+    import matplotlib.pyplot as plt
+
+    from greenlib import plotting
+
+    fig = plotting.plot_power_series({k: v.samples for k, v in traces.items()}, means.reset_index(),
+                                     reference_w=200.0, title="t")
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert len(labels) == 1 + 2 * len(traces) + 1  # window, (series + its mean) per series, counter
+    assert any("smi-0.1s: mean over the window" in s and "W" in s for s in labels)
+    assert any(s.startswith("energy counter") for s in labels)
+    plt.close(fig)

@@ -466,7 +466,7 @@ def test_decorator_cpu_source_is_flagged_estimated(tmp_path):
     result, info = search()
     assert result == sum(i * i for i in range(200_000))
     assert info["estimated"] is True and info["energy_source"] == "cpu-estimate"
-    assert "estimated from process CPU time" in info["reason"]
+    assert "estimated from the CPU time of this process" in info["reason"]
     assert (tmp_path / "t" / "windows.json").exists()
 
 

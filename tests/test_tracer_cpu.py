@@ -1,12 +1,16 @@
 """The cpu source: RAPL counters (a fake powercap folder) and the flagged CPU-time estimate."""
 from __future__ import annotations
 
+import math
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from greenlib.tracer import CPU_W_PER_CORE, CpuSource, Tracer, trace
+from greenlib.tracer.summary import WindowSummary
 
 
 def make_rapl(root: Path, packages: dict[int, int], wrap: int = 1_000_000) -> Path:
@@ -84,7 +88,54 @@ def test_tracer_estimate_is_flagged_everywhere(tmp_path):
     w = t.windows["busy"]
     assert t.source_name == "cpu" and t.source.estimated
     assert w.estimated is True and w.energy_source == "cpu-estimate"
-    assert w.reason.startswith("estimated from process CPU time")
+    assert w.reason.startswith("estimated from the CPU time of this process")
     # at least the busy loop's CPU time, at most all of the process's (2 cores on CI)
     assert 0.15 * CPU_W_PER_CORE * 0.9 <= w.energy_j <= w.elapsed_s * CPU_W_PER_CORE * 4
     assert t.metadata()["estimated"] is True
+
+
+def test_estimate_is_kept_apart_from_the_counter_field(tmp_path):
+    with trace("busy", source="cpu", rapl_root=tmp_path, interval_s=0.01) as t:
+        time.sleep(0.02)
+    w = t.windows["busy"]
+    assert w.energy_source == "cpu-estimate" and math.isnan(w.counter_energy_j)  # no hardware counter here
+    assert w.estimated_energy_j == w.energy_j >= 0
+    # a summary stored before estimated_energy_j existed (its counter field held the estimate) reads back right
+    old = {k: v for k, v in w.to_dict().items() if k != "estimated_energy_j"} | {"counter_energy_j": 1.5}
+    back = WindowSummary.from_dict(old)
+    assert back.estimated_energy_j == 1.5 and math.isnan(back.counter_energy_j)
+    root = make_rapl(tmp_path / "rapl", {0: 0})
+    with trace("rapl", source="cpu", rapl_root=root, interval_s=0.01) as t:
+        set_uj(root, 0, 2_000_000)
+        time.sleep(0.02)
+    r = t.windows["rapl"]
+    assert r.counter_energy_j == pytest.approx(2.0) and math.isnan(r.estimated_energy_j)
+    assert WindowSummary.from_dict(r.to_dict()).counter_energy_j == pytest.approx(2.0)
+
+
+_BURN = """
+import sys, time
+end = time.process_time() + float(sys.argv[1])
+while time.process_time() < end:
+    pass
+print("burnt", flush=True)
+time.sleep(60)
+"""
+
+
+def test_estimate_counts_child_processes_such_as_dataloader_workers(tmp_path):
+    src = CpuSource(tmp_path / "none")  # the default clock: this process and its children
+    assert src.estimated and "child processes (DataLoader workers)" in src.estimate_note
+    before = src.read_counter_j()[-1]
+    own = time.process_time()
+    child = subprocess.Popen([sys.executable, "-c", _BURN, "0.4"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "burnt"  # 0.4 s of CPU used, the worker still alive
+        src._cpu_time.refresh_s = 0.0
+        during = src.read_counter_j()[-1]
+    finally:
+        child.kill()
+        child.wait()
+    child_j = during - before - (time.process_time() - own) * CPU_W_PER_CORE
+    assert child_j >= 0.4 * CPU_W_PER_CORE * 0.9
+    assert src.read_counter_j()[-1] >= during  # a finished worker's CPU time stays counted

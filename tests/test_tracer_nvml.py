@@ -88,6 +88,7 @@ def test_auto_without_counter_is_nvml():
     assert w.energy_j == pytest.approx(sum(300.0 + i for i in range(4)) * w.elapsed_s)
 
 
+@pytest.mark.filterwarnings("ignore:TRACER FALLBACK")  # the subject of the next test
 def test_auto_without_nvml_is_smi_then_cpu(tmp_path):
     dev = fake_nvml(init_error="NVML Shared Library Not Found")
     with Tracer(nvml=dev, smi_runner=smi_fixture("h100-sxm-driver580-idle.xml"), interval_s=0.01) as t:
@@ -96,6 +97,24 @@ def test_auto_without_nvml_is_smi_then_cpu(tmp_path):
     with Tracer(nvml=fake_nvml(init_error="no NVML"), smi_runner=no_smi, rapl_root=tmp_path) as t:
         pass
     assert t.source_name == "cpu" and t.gpus == [-1]
+
+
+def test_auto_falling_back_to_the_cpu_warns_once_loudly(tmp_path, monkeypatch):
+    from greenlib.tracer import sources
+
+    monkeypatch.setattr(sources, "_warned_auto_cpu", False)
+    broken = dict(nvml=fake_nvml(init_error="NVML: Driver/library version mismatch"), smi_runner=no_smi,
+                  rapl_root=tmp_path)
+    with pytest.warns(TracerWarning) as got:
+        Tracer(**broken).close()
+    msg = str(got[0].message)
+    assert "TRACER FALLBACK" in msg and "Driver/library version mismatch" in msg and "NOT measured" in msg
+    assert "CPU time" in msg and "source='cpu'" in msg
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per process: the second fallback and a named cpu are quiet
+        Tracer(**{**broken, "nvml": fake_nvml(init_error="again")}).close()
+        monkeypatch.setattr(sources, "_warned_auto_cpu", False)
+        Tracer(source="cpu", rapl_root=tmp_path).close()
 
 
 def test_auto_with_gpus_on_a_machine_without_gpu():

@@ -135,6 +135,17 @@ def test_garbage_raises_clear_value_error(text):
         parse_smi_xml(text)
 
 
+def test_bytes_parse_like_text_and_other_types_are_named():
+    path = FIXTURES / "nvidia-h200-x2-gpu0-busy.xml"
+    as_bytes = parse_smi_xml(path.read_bytes())  # a subprocess's raw stdout
+    assert [r["power_w"] for r in as_bytes] == [r["power_w"] for r in parse_smi_xml(path.read_text())] == [690.85,
+                                                                                                             81.71]
+    with pytest.raises(ValueError, match="printed nothing"):
+        parse_smi_xml(b"  \n")
+    with pytest.raises(TypeError, match="str or bytes, not int"):
+        parse_smi_xml(42)
+
+
 # -- the smi source inside a tracer, with an injected runner -----------------------------------------
 
 def _fixture_runner(name: str):

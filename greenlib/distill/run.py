@@ -6,9 +6,10 @@
 
 Stages (Table 2 of the paper: "train original model" + "distillation"):
 
-1. ``teacher``: the teacher's baseline run (``experiments.base_model``), trained once per
-   (teacher, seed, epochs, data) and shared by every student and method, and by notebook 01. Its
-   energy is its own run's ``base_training`` stage; each distilled model's TEC counts it in full.
+1. ``teacher``: the teacher's run of kind ``teacher`` (``greenlib.distill.teacher``: RepDistiller's
+   ``train_teacher.py`` recipe), trained once per (teacher, seed, epochs, data) and shared by every
+   student, method and study. Its energy is its own run's ``teacher_training`` stage; each distilled
+   model's TEC counts it in full.
 2. ``pretrain`` (AB, FT, FSP only): RepDistiller's ``init`` stage, 30/240 of the student's epochs.
 3. ``distillation``: the student trained on ``ce_weight * CE + loss_weight * loss`` with the frozen
    teacher run in eval mode, without gradients, on every batch.
@@ -29,15 +30,13 @@ from ..io import atomic_torch_save
 from ..models import MODELS, build_model, model_info
 from ..results import Run
 from ..train import LossFn, Trainer, TrainConfig, evaluate, seed_everything
-from . import registry
+from . import registry, teacher as teachers
 from .base import Distiller, Outputs
 from .indexed import IndexedLoader
+from .teacher import MILESTONES
 
-# RepDistiller's schedule: lr divided by 10 at epochs 150, 180 and 210 of 240, scaled to the epochs run
-MILESTONES: tuple[float, ...] = (150 / 240, 180 / 240, 210 / 240)
 PRETRAIN_FRACTION = 30 / 240  # its init_epochs (30) per 240 distillation epochs
-LOW_LR_STUDENTS: tuple[str, ...] = ("mobilenetv2", "shufflenetv1", "shufflenetv2")
-LOW_LR = 0.01  # RepDistiller's learning rate for these students, whatever lr is given
+LOW_LR_STUDENTS: tuple[str, ...] = teachers.LOW_LR_MODELS  # RepDistiller trains these at teacher.LOW_LR, whatever lr says
 
 
 def parse_pairs(pairs: Sequence[str]) -> list[tuple[str, str]]:
@@ -57,7 +56,7 @@ def parse_pairs(pairs: Sequence[str]) -> list[tuple[str, str]]:
 
 def student_lr(student: str, lr: float) -> float:
     """RepDistiller's rule: 0.01 for MobileNetV2 and the ShuffleNets, else ``lr``."""
-    return LOW_LR if student in LOW_LR_STUDENTS else lr
+    return teachers.recipe_lr(student, lr)
 
 
 def pretrain_epochs(student_epochs: int) -> int:
@@ -86,8 +85,11 @@ def distill_config(cfg: Resolved, teacher: str, student: str, method: str, seed:
     cls = registry.get(method)
     t = student_train_config(cfg, student)
     pre = pretrain_train_config(cfg, student, cls) if cls.pretrains else None
+    tt = teachers.teacher_train_config(cfg, teacher)
     return {"kind": "distillation", "model": student, "teacher": teacher, "student": student, "method": method,
-            "seed": seed, "teacher_epochs": cfg.teacher_epochs, "epochs": t.epochs,
+            "seed": seed, "teacher_epochs": cfg.teacher_epochs, "teacher_kind": teachers.KIND,
+            "teacher_batch_size": teachers.TEACHER_BATCH_SIZE, "teacher_lr": tt.lr,
+            "teacher_milestones": list(tt.milestones), "epochs": t.epochs,
             "pretrain_epochs": pre.epochs if pre else 0, "pretrain_lr": pre.lr if pre else None,
             "batch_size": cfg.batch_size, "lr": t.lr, "schedule": t.schedule, "milestones": list(t.milestones),
             "gamma": t.gamma, "momentum": t.momentum, "weight_decay": t.weight_decay, "iec_shared": cfg.iec_shared,
@@ -95,12 +97,9 @@ def distill_config(cfg: Resolved, teacher: str, student: str, method: str, seed:
 
 
 def teacher_run_id(ctx: Context, teacher: str, seed: int) -> str:
-    """The id of the baseline run ``experiments.base_model`` gives as ``teacher``, without running it.
-
-    Mirrors the config ``base_model`` resolves (a test keeps the two in step), so a complete
-    distillation run is a cache hit even where the teacher's weights are gone.
-    """
-    return experiments.base_run_id(ctx, teacher, seed, ctx.cfg.teacher_epochs)
+    """The id of the teacher run :func:`greenlib.distill.teacher.run_teacher` gives, without running it,
+    so a complete distillation run is a cache hit even where the teacher's weights are gone."""
+    return teachers.teacher_run_id(ctx, teacher, seed)
 
 
 def make_loss_fn(distiller: Distiller, teacher: torch.nn.Module, batches: IndexedLoader | None = None,
@@ -141,7 +140,7 @@ def run_distillation(ctx: Context, teacher: str, student: str, method: str, seed
 
     ``hparams`` override the method's RepDistiller defaults (recorded in the run's config).
     ``teacher_ctx`` (default ``ctx``) gives the data and measurement parameters the teacher is
-    trained with: a study that varies the student's batch size keeps one teacher this way.
+    trained with (its recipe, batch size included, is RepDistiller's whatever ``ctx`` says).
     An unknown method or model, a bad hyper-parameter or a pair the method cannot connect raises
     (ValueError / IncompatiblePairError) before anything is trained. The stored metrics account
     for TEC explicitly: ``tec_wh = tec_teacher_wh + tec_pretrain_wh + tec_distill_wh``.
@@ -160,11 +159,10 @@ def run_distillation(ctx: Context, teacher: str, student: str, method: str, seed
     if run.complete:
         return run.result
 
-    teacher_model, teacher_res = experiments.base_model(tctx, teacher, seed, epochs=tctx.cfg.teacher_epochs,
-                                                        progress=progress)
+    teacher_model, teacher_res = teachers.teacher_model(tctx, teacher, seed, progress=progress)
     if teacher_res["run_id"] != t_id:
         raise RuntimeError(f"teacher run {teacher_res['run_id']} is not the expected {t_id}: "
-                           "greenlib.distill.run.teacher_run_id is out of step with experiments.base_model")
+                           "greenlib.distill.run.teacher_run_id is out of step with teacher.run_teacher")
     teacher_model.requires_grad_(False).eval()
     metrics = _distill_and_measure(ctx, run, model, teacher_model, distiller, cls, student, seed, progress)
     if cfg.iec_shared:

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .. import paper, report
+from .teacher import TEACHER_STAGE
 
 ACC_SOURCES: dict[str, str] = {
     "measured": "measured (ours)",
@@ -85,13 +86,13 @@ STAGE_KEYS: tuple[str, ...] = ("teacher", "student", "method", "seed", "hardware
 
 def stage_table(runs: pd.DataFrame, profile: str) -> pd.DataFrame:
     """Every traced stage behind ``runs`` (Table 4's columns), one row each: the teachers' training
-    (their baseline runs, method ``(teacher)``), each run's pre-training, distillation and inference,
+    (their teacher runs, method ``(teacher)``), each run's pre-training, distillation and inference,
     and the shared IEC runs (method ``(shared IEC)``) where ``iec_shared`` was on."""
     teachers = report.load_runs(profile, run_id=sorted(runs["teacher_run_id"].unique()))
     iec_ids = sorted(runs["iec_run_id"].dropna().unique()) if "iec_run_id" in runs else []
     iec = report.load_runs(profile, run_id=iec_ids) if iec_ids else pd.DataFrame()
     parts = [report.stage_table(teachers.assign(teacher=teachers["model"], student="", method="(teacher)"),
-                                stages=("base_training",), keys=STAGE_KEYS),
+                                stages=(TEACHER_STAGE, "base_training"), keys=STAGE_KEYS),  # earlier: baselines
              report.stage_table(runs, stages=("pretrain", "distillation", "inference"), keys=STAGE_KEYS)]
     if len(iec):
         parts.append(report.stage_table(iec.assign(teacher="", student=iec["model"], method="(shared IEC)"),

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from .. import experiments
-from ..config import Resolved
+from ..config import ConfigError, Resolved
 from ..data import GPULoader, TorchvisionLoader, load_dataset, variant
 from ..experiments import Context, hardware_name, shared_config
 from ..io import atomic_torch_save, atomic_write_json
@@ -70,8 +70,19 @@ def search_config(cfg: Resolved) -> SearchConfig:
     return SearchConfig(epochs=cfg.search_epochs, lr=cfg.lr)
 
 
-def retrain_config(cfg: Resolved) -> TrainConfig:
-    return TrainConfig(epochs=cfg.retrain_epochs, lr=cfg.lr, momentum=RETRAIN_MOMENTUM,
+def retrain_epochs(cfg: Resolved, strategy: str) -> int:
+    """Epochs retraining ``strategy``'s exported architecture: its own parameter ``<strategy>_retrain_epochs``
+    (paper profile: DARTS 600, ProxylessNAS 300; docs/nas.md says why)."""
+    strategies.get(strategy)  # StrategyError for an unknown strategy
+    name = f"{strategy}_retrain_epochs"
+    if name not in cfg:
+        raise ConfigError(f"{cfg.section} has no parameter {name!r}; every strategy needs one "
+                          f"(greenlib/config.py, section 'nas')")
+    return cfg[name]
+
+
+def retrain_config(cfg: Resolved, strategy: str) -> TrainConfig:
+    return TrainConfig(epochs=retrain_epochs(cfg, strategy), lr=cfg.lr, momentum=RETRAIN_MOMENTUM,
                        weight_decay=RETRAIN_WEIGHT_DECAY, schedule="cosine")
 
 
@@ -83,7 +94,7 @@ def nas_config(cfg: Resolved, strategy: str, seed: int, search_classes: int = 10
     size = space_size(cfg)
     sspec = spaces.get(space)
     sspec.check(size)
-    s, t = search_config(cfg), retrain_config(cfg)
+    s, t = search_config(cfg), retrain_config(cfg, strategy)
     return {"kind": "nas", "model": space, "strategy": strategy, "space": space, "seed": seed,
             "search_dataset": search_dataset(cfg.dataset, search_classes), **sspec.size_config(size),
             "search_epochs": s.epochs, "search_lr": s.lr, "search_lr_min": s.lr_min, "search_momentum": s.momentum,
@@ -137,7 +148,8 @@ def run_nas(ctx: Context, strategy: str, seed: int, search_classes: int = 100, s
         seed_everything(seed)
         model = spaces.build_fixed(space, arch, size, num_classes)
         train_loader, test_loader = ctx.loaders(seed)
-        trainer = Trainer(model, train_loader, retrain_config(cfg), ctx.device, checkpoint=run.folder / "checkpoint.pt")
+        trainer = Trainer(model, train_loader, retrain_config(cfg, strategy), ctx.device,
+                          checkpoint=run.folder / "checkpoint.pt")
         retrain = trainer.fit(tracer, "retrain", progress=progress)
         run.save_stage("retrain", retrain, experiments.stage_samples(tracer, retrain))
         acc = evaluate(model, test_loader, ctx.device)

@@ -130,9 +130,9 @@ def _distillation_selector(cfg: Resolved, args: tuple) -> dict[str, Any]:
 
 def _distillation_requires(cfg: Resolved, args: tuple) -> list[Cell]:
     teacher, student, _, seed = args
-    out = [base_cell(cfg, teacher, seed, cfg.teacher_epochs)]
+    params = {k: v for k, v in cfg.items() if k != "profile"}
+    out = [Cell.make("teacher", "distillation", cfg.profile, params, (teacher, seed))]
     if cfg.iec_shared:
-        params = {k: v for k, v in cfg.items() if k != "profile"}
         out.append(Cell.make("student_iec", "distillation", cfg.profile, params, (student, seed)))
     return out
 
@@ -154,6 +154,13 @@ def _distillation_stages(cfg: Resolved, args: tuple) -> list[tuple[str, str, int
     if registry.get(method).pretrains:
         out.append(("pretrain", key, pretrain_epochs(cfg.student_epochs)))
     return out
+
+
+def _teacher_selector(cfg: Resolved, args: tuple) -> dict[str, Any]:
+    from ..distill.teacher import teacher_config
+
+    teacher, seed = args
+    return teacher_config(cfg, teacher, seed)
 
 
 def _iec_selector(cfg: Resolved, args: tuple) -> dict[str, Any]:
@@ -181,7 +188,12 @@ KINDS: dict[str, CellKind] = {
     "distillation": CellKind(
         "distillation", _distillation_cells, "greenlib.distill.run:run_distillation", _distillation_selector,
         lambda a: f"distillation {a[0]}->{a[1]} {a[2]} seed={a[3]}", _distillation_requires, _distillation_stages),
-    # not a section of its own: the shared student IEC run distillation cells need (iec_shared)
+    # not sections of their own: the teacher run every distillation cell needs (RepDistiller's recipe),
+    # and the shared student IEC run (iec_shared)
+    "teacher": CellKind(
+        "distillation", lambda cfg: [], "greenlib.distill.teacher:run_teacher", _teacher_selector,
+        lambda a: f"teacher {a[0]} seed={a[1]}",
+        stages=lambda cfg, a: [("train", a[0], cfg.teacher_epochs)]),
     "student_iec": CellKind(
         "distillation", lambda cfg: [], "greenlib.distill.run:student_iec", _iec_selector,
         lambda a: f"iec {a[0]} seed={a[1]}"),

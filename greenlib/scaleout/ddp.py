@@ -55,7 +55,7 @@ KIND = "baseline_ddp"
 STAGE = "base_training"
 
 _SUM = ("energy_j", "energy_wh", "sampled_energy_j", "sampled_energy_corrected_j", "counter_energy_j",
-        "net_energy_j", "n_samples", "n_missing_samples")
+        "estimated_energy_j", "net_energy_j", "n_samples", "n_missing_samples")
 _MAX = ("elapsed_s", "max_mem_used_mib", "max_gap_s")
 _MEAN = ("mean_gpu_util_pct", "mean_mem_util_pct", "requested_interval_s", "achieved_interval_s")
 

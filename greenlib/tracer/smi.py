@@ -99,11 +99,17 @@ def parse_smi_xml(xml_text: str) -> list[dict[str, Any]]:
     ``mem_util_pct``, ``mem_used_mib``, ``sm_clock_mhz``, ``temp_c``. Whatever the driver reports
     as ``N/A`` (or omits) is NaN, never 0.
 
-    Raises ValueError when the text is not an nvidia-smi XML log.
+    ``xml_text`` may be bytes (the subprocess's raw stdout), decoded as UTF-8. Raises TypeError for
+    anything but str or bytes, ValueError when the text is empty or not an nvidia-smi XML log.
     """
     import xmltodict  # imported here so the tracer imports without it (only smi needs it)
 
-    if not isinstance(xml_text, str) or not xml_text.strip():
+    if isinstance(xml_text, (bytes, bytearray)):
+        xml_text = bytes(xml_text).decode("utf-8", "replace")
+    if not isinstance(xml_text, str):
+        raise TypeError(f"parse_smi_xml takes the output of `nvidia-smi -q -x` as str or bytes, "
+                        f"not {type(xml_text).__name__}")
+    if not xml_text.strip():
         raise ValueError("nvidia-smi printed nothing; expected the XML of `nvidia-smi -q -x`")
     try:
         doc = xmltodict.parse(xml_text)

@@ -1,21 +1,40 @@
 """Choosing and opening a source: the registry, ``auto``, and :func:`available_sources`.
 
 ``auto`` takes the best source that works here: ``counter`` (NVML with an energy counter on every
-traced GPU), else ``nvml``, else ``smi`` (if ``nvidia-smi -q -x`` runs), else ``cpu``.
+traced GPU), else ``nvml``, else ``smi`` (if ``nvidia-smi -q -x`` runs), else ``cpu``, with a
+:class:`TracerWarning` (once per process) naming why each GPU source failed: GPU work traced by the
+CPU source is not measured. ``source="cpu"`` traces the CPU without the warning.
 """
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
 from . import gpus as _gpus
-from .base import Source, SourceError
+from .base import Source, SourceError, TracerWarning
 from .cpu import RAPL_ROOT, CpuSource
 from .nvml import DeviceError, NvmlDevices, NvmlSource
 from .smi import SMI_COMMAND, Runner, SmiSource, SubprocessRunner, run_smi
 
 SOURCES: tuple[str, ...] = ("auto", "counter", "nvml", "smi", "cpu")
+
+_warned_auto_cpu = False  # the auto -> cpu fallback is warned once per process
+
+
+def _warn_auto_cpu(src: CpuSource, reasons: dict[str, str]) -> None:
+    """Say, once per process and loudly, that ``auto`` found no GPU source and traces the CPU."""
+    global _warned_auto_cpu
+    if _warned_auto_cpu:
+        return
+    _warned_auto_cpu = True
+    what = src.estimate_note if src.estimated else "the CPU package's RAPL counter"
+    why = "; ".join(f"{k}: {v}" for k, v in reasons.items())
+    warnings.warn(f"TRACER FALLBACK: source='auto' found no GPU source ({why}) and traces the CPU: energy is "
+                  f"{what}. Work on a GPU is NOT measured (a GPU host with a broken NVML or nvidia-smi would "
+                  "report CPU time as its energy). Pass source='cpu' to trace the CPU on purpose (no warning), "
+                  "or fix the GPU source. Warned once per process.", TracerWarning, stacklevel=4)
 
 
 def _open_nvml(devices: NvmlDevices, gpus: list[int] | None, env: dict) -> tuple[list[int], list[int]]:
@@ -137,7 +156,10 @@ def open_source(source: str | Source, gpus: Sequence[int] | None, *, power_field
         raise ValueError(f"GPU {gpus[0]} is not present: no GPU source works here"
                          + (f" ({why})" if why else " (source 'cpu' traces the CPU)")
                          + f"; accepted GPUs: {accepted}")
-    return CpuSource(rapl_root)
+    src = CpuSource(rapl_root)
+    if source == "auto":
+        _warn_auto_cpu(src, reasons)
+    return src
 
 
 def _accepted(nvml, smi_runner, smi_timeout_s, rapl_root) -> str:

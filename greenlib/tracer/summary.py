@@ -29,8 +29,9 @@ class WindowSummary:
     """Energy and usage over one named window. Times are seconds since ``Tracer.start()``.
 
     energy_j is the best figure the source has: the counter delta where a counter exists
-    (``energy_source`` "counter", "cpu-rapl" or "cpu-estimate"), else the sampled energy
-    ("nvml", "smi"). It is NaN, never 0, when nothing valid was measured; ``reason`` says why.
+    (``energy_source`` "counter" or "cpu-rapl"), the CPU-time estimate ("cpu-estimate"), else the
+    sampled energy ("nvml", "smi"). It is NaN, never 0, when nothing valid was measured; ``reason``
+    says why. ``counter_energy_j`` holds a hardware counter only; the estimate is ``estimated_energy_j``.
     """
 
     name: str
@@ -42,7 +43,7 @@ class WindowSummary:
     energy_source: str              # "counter" | "nvml" | "smi" | "cpu-rapl" | "cpu-estimate"
     sampled_energy_j: float         # trapezoid over the power samples, J
     sampled_energy_corrected_j: float  # the same on the lag-corrected series, J (= sampled if no lag)
-    counter_energy_j: float         # energy-counter delta, J (NaN without a counter)
+    counter_energy_j: float         # hardware energy-counter delta (NVML, RAPL), J; NaN without one
     energy_j_per_gpu: dict[int, float]  # energy_j per CUDA ordinal (-1: the CPU)
     net_energy_j: float             # energy_j minus idle power x elapsed_s, J (NaN without a baseline)
     idle_power_w: float             # idle baseline power of the traced devices, W (NaN without)
@@ -59,6 +60,7 @@ class WindowSummary:
     estimated: bool                 # True when the energy is an estimate, not a measurement
     reason: str | None              # why energy_j is NaN or estimated; None otherwise
     gpus: list[int] = field(default_factory=list)  # the traced devices (CUDA ordinals; -1 = CPU)
+    estimated_energy_j: float = NAN  # the CPU-time estimate, J (source "cpu-estimate"); NaN otherwise
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,6 +70,9 @@ class WindowSummary:
         """Inverse of :meth:`to_dict`, also for dicts read back from JSON (string keys)."""
         known = {f.name for f in fields(cls)}
         kw = {k: v for k, v in d.items() if k in known}
+        if "estimated_energy_j" not in kw and kw.get("energy_source") == "cpu-estimate":
+            # stored before estimated_energy_j existed: counter_energy_j held the estimate
+            kw["estimated_energy_j"], kw["counter_energy_j"] = kw.get("counter_energy_j"), NAN
         kw["energy_j_per_gpu"] = {int(k): _f(v) for k, v in (kw.get("energy_j_per_gpu") or {}).items()}
         for k, v in list(kw.items()):
             if v is None and k not in ("reason",):
@@ -176,6 +181,8 @@ def summarize(samples, name: str, start_s: float, end_s: float, *, requested_int
     counter_total = NAN
     if counter_j is not None:
         counter_total = _sum(counter_j.values())
+    # an estimating source's "counter" (the CPU-time estimate) is no hardware counter: kept apart
+    estimated_total = counter_total if estimated else NAN
     use_counter = counter_label is not None and math.isfinite(counter_total)
     if use_counter:
         energy, per_gpu, source = counter_total, dict(counter_j), counter_label
@@ -203,7 +210,7 @@ def summarize(samples, name: str, start_s: float, end_s: float, *, requested_int
         name=name, start_s=float(start_s), end_s=float(end_s), elapsed_s=elapsed,
         energy_j=energy, energy_wh=energy / 3600.0, energy_source=source,
         sampled_energy_j=sampled_total, sampled_energy_corrected_j=corrected_total,
-        counter_energy_j=counter_total, energy_j_per_gpu={int(k): float(v) for k, v in per_gpu.items()},
+        counter_energy_j=NAN if estimated else counter_total, energy_j_per_gpu={int(k): float(v) for k, v in per_gpu.items()},
         net_energy_j=energy - idle_w * elapsed if idle_power_w else NAN, idle_power_w=idle_w,
         mean_power_w=energy / elapsed if elapsed > 0 else NAN,
         mean_gpu_util_pct=_nanmean(col("gpu_util_pct")), mean_mem_util_pct=_nanmean(col("mem_util_pct")),
@@ -212,6 +219,7 @@ def summarize(samples, name: str, start_s: float, end_s: float, *, requested_int
         requested_interval_s=float(requested_interval_s), achieved_interval_s=_median_gap(valid_ticks),
         max_gap_s=float(np.diff(edges).max()) if edges.size >= 2 else NAN,
         lag_shift_s=float(lag_shift_s), estimated=bool(estimated), reason=reason, gpus=labels,
+        estimated_energy_j=estimated_total,
     )
 
 
