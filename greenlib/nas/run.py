@@ -58,12 +58,13 @@ def space_size(cfg: Resolved) -> SpaceSize:
                      retrain_cells=cfg.retrain_cells)
 
 
-def search_dataset(dataset: str, search_classes: int) -> str:
-    """The dataset a search runs on: ``dataset`` itself (its classes) or its counterpart with ``search_classes``."""
+def search_dataset(dataset: str, search_classes: int, data_root: str | None = None) -> str:
+    """The dataset a search runs on: ``dataset`` itself (its classes) or its counterpart with ``search_classes``
+    found at ``data_root`` (see :func:`greenlib.data.variant`)."""
     if search_classes not in SEARCH_CLASSES:
         raise ValueError(f"search_classes={search_classes!r} is not accepted; accepted: "
                          f"{', '.join(map(str, SEARCH_CLASSES))}")
-    return variant(dataset, search_classes)
+    return variant(dataset, search_classes, data_root=data_root)
 
 
 def search_config(cfg: Resolved) -> SearchConfig:
@@ -96,7 +97,8 @@ def nas_config(cfg: Resolved, strategy: str, seed: int, search_classes: int = 10
     sspec.check(size)
     s, t = search_config(cfg), retrain_config(cfg, strategy)
     return {"kind": "nas", "model": space, "strategy": strategy, "space": space, "seed": seed,
-            "search_dataset": search_dataset(cfg.dataset, search_classes), **sspec.size_config(size),
+            "search_dataset": search_dataset(cfg.dataset, search_classes, cfg.get("data_root") or None),
+            **sspec.size_config(size),
             "search_epochs": s.epochs, "search_lr": s.lr, "search_lr_min": s.lr_min, "search_momentum": s.momentum,
             "search_weight_decay": s.weight_decay, "arc_lr": strategies.ARC_LR,
             "gradient_clip": strategies.GRADIENT_CLIP, "retrain_epochs": t.epochs, "batch_size": cfg.batch_size,
@@ -112,8 +114,11 @@ def check_plan(cfg: Resolved, space: str | None = None) -> None:
 
 def _search_loaders(ctx: Context, name: str, seed: int):
     """Weight-step and architecture-step loaders over the two halves of the search dataset's training images."""
-    ds = ctx.dataset if name == ctx.dataset.name else load_dataset(name, seed=experiments.DATASET_SEED).subset(
-        ctx.cfg.train_size, ctx.cfg.test_size)
+    if name == ctx.dataset.name:
+        ds = ctx.dataset
+    else:
+        ds = load_dataset(name, seed=experiments.DATASET_SEED, data_root=ctx.cfg.get("data_root") or None).subset(
+            ctx.cfg.train_size, ctx.cfg.test_size)
     n = len(ds.train_y)
     if n < 2:
         raise ValueError(f"train_size={n}: a search needs at least 2 training images (two halves)")

@@ -248,7 +248,8 @@ def _run(cfg, model_name, seed, store_root, progress, rank, world_size, local_ra
     # the dataset cache is written once per node, then read by the other ranks
     if local_rank != 0:
         dist.barrier(group=group)
-    ds = load_dataset(cfg.dataset, seed=experiments.DATASET_SEED).subset(cfg.train_size, cfg.test_size)
+    ds = load_dataset(cfg.dataset, seed=experiments.DATASET_SEED, data_root=cfg.get("data_root") or None).subset(
+        cfg.train_size, cfg.test_size)
     if local_rank == 0:
         dist.barrier(group=group)
     host = socket.gethostname()
