@@ -95,7 +95,8 @@ SECTIONS: dict[str, dict[str, Param]] = {
         **_COMMON,
         "models": Param(list, "trained base models to quantize (from the baselines' runs)", choices=ZOO_NAMES),
         "base_epochs": Param(int, "base-training epochs of the models quantized", min=1),
-        "precisions": Param(list, "precisions to deploy", choices=("fp32", "fp16", "bf16", "int8")),
+        "precisions": Param(list, "precisions to deploy (fp32: TF32 off; tf32: fp32 with TF32 tensor cores)",
+                            choices=("fp32", "tf32", "fp16", "bf16", "int8")),
         "backend": Param(str, "auto: TensorRT where importable, else PyTorch", choices=("auto", "tensorrt", "pytorch")),
         "calib_images": Param(int, "training images used to calibrate INT8", min=1, max=50_000),
         "calibrator": Param(str, "INT8 activation ranges: histogram (TensorRT entropy / torch HistogramObserver) "
