@@ -500,3 +500,17 @@ def figure3_panels(table: pd.DataFrame) -> dict[str, tuple[str, pd.DataFrame]]:
               .assign(label=lambda d: d["label"].str.removeprefix("resnet18 "))),
     }
 
+
+
+def figure3_titles(panels: dict[str, tuple[str, pd.DataFrame]], runs: pd.DataFrame, profile: str
+                   ) -> tuple[str, dict[str, str]]:
+    """``(figure title, {panel key: panel title})`` for :func:`figure3_panels`: "energy estimated"
+    only on the panels that hold an estimated row, never on the whole figure."""
+    from .report import short_caption
+
+    titles = {k: f"({k}) {what}" + (" (energy estimated)" if len(split_estimated(rows)[1]) else "")
+              for k, (what, rows) in panels.items()}
+    est = [k for k, t in titles.items() if t.endswith("(energy estimated)")]
+    note = f" · energy estimated in panel{'s' if len(est) > 1 else ''} {', '.join(f'({k})' for k in est)}" if est else ""
+    return (f"Figure 3: G vs MUI, tau = 2\n{short_caption(runs.drop(columns='estimated', errors='ignore'), profile)}"
+            f"{note}", titles)

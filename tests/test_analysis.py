@@ -227,3 +227,26 @@ def test_collect_labels_a_quantized_run_by_backend_and_device_and_files_it_under
     assert runs.loc["a", "iec_stack"] == analysis.NO_STACK
     t = analysis.method_table(runs.reset_index())
     assert len(t) == 2  # never averaged into one INT8 row
+
+
+def test_figure3_marks_only_the_panel_with_estimated_energy(runs):
+    panels = analysis.figure3_panels(analysis.method_table(runs))
+    title, titles = analysis.figure3_titles(panels, runs, "quick")
+    assert titles["c"] == "(c) INT8, models (energy estimated)" and titles["d"] == "(d) ResNet18, pruners"
+    assert title.startswith("Figure 3: G vs MUI, tau = 2\nsynthetic · ") and "(energy estimated)" not in title
+    assert title.endswith("energy estimated in panel (c)")
+
+
+def test_captions_name_a_dataset_once_and_fall_back_to_the_runs_environment(tmp_path):
+    from greenlib import report
+    from greenlib.results import ResultsStore
+
+    x = "synthetic CIFAR-100-shaped stand-in (seed 0), NOT CIFAR-100"
+    both = report.describe_datasets([x, f"{x}; first 10,000 train / 10,000 test images", x])
+    assert both == f"{x}; all images or first 10,000 train / 10,000 test images" and both.count(x) == 1
+    store = ResultsStore(tmp_path)
+    run = store.open({"kind": "sampling", "dataset": "synthetic"},
+                     environment={"hardware": "GPU A", "dataset_description": x})
+    run.finish({"energy_measured_by": "counter"})  # metrics without a dataset description (notebook 11's)
+    rows = store.load_results()
+    assert f"dataset: {x} |" in report.caption(rows, "quick")

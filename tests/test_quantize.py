@@ -443,6 +443,8 @@ def test_fp32_run_has_a_traced_calibration_stage_and_stored_runs_select_both(ctx
     quant.run_quantized(ctx, "resnet8", "int8", seed=0, progress=False)
     runs = quant.stored_runs(ctx.cfg)
     assert sorted(runs["precision"]) == ["fp32", "int8"]
+    stacks = quant.tables.summary(runs).set_index("precision")["iec_stack"]
+    assert stacks["fp32"] == "PyTorch fp32, batch 16, TF32 off" and stacks["int8"] == "PyTorch int8, batch 16, TF32 off"
     other = config.resolve("quantization", **(ctx.cfg.to_dict() | {"calib_images": 16}))
     assert list(quant.stored_runs(other)["precision"]) == ["fp32"]  # int8 with other calibration: another run
 
