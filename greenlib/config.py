@@ -100,7 +100,8 @@ SECTIONS: dict[str, dict[str, Param]] = {
         **_COMMON,
         "models": Param(list, "trained base models to quantize (from the baselines' runs)", choices=ZOO_NAMES),
         "base_epochs": Param(int, "base-training epochs of the models quantized", min=1),
-        "precisions": Param(list, "precisions to deploy", choices=("fp32", "fp16", "bf16", "int8")),
+        "precisions": Param(list, "precisions to deploy (fp32: TF32 off; tf32: fp32 with TF32 tensor cores)",
+                            choices=("fp32", "tf32", "fp16", "bf16", "int8")),
         "backend": Param(str, "auto: TensorRT where importable, else PyTorch", choices=("auto", "tensorrt", "pytorch")),
         "calib_images": Param(int, "training images used to calibrate INT8", min=1, max=50_000),
         "calibrator": Param(str, "INT8 activation ranges: histogram (TensorRT entropy / torch HistogramObserver) "
@@ -187,7 +188,7 @@ SECTIONS: dict[str, dict[str, Param]] = {
         "mui_min": Param(float, "smallest MUI drawn; the 'low usage' of the guidelines", min=0.0, min_exclusive=True),
         "mui_max": Param(float, "largest MUI drawn; the 'high usage' of the guidelines", min=0.0, min_exclusive=True),
         "representatives": Param(list, "one method label per family for Figure 2 (labels as greenlib.analysis "
-                                 "writes them, e.g. 'vgg16 apoz')"),
+                                 "writes them, e.g. 'vgg16 apoz'; 'quantization:best-gpu': the best measured GPU precision)"),
     },
 }
 
@@ -233,7 +234,7 @@ PROFILE_VALUES: dict[str, dict[str, dict[str, Any]]] = {
         "gpu_type": {"pair": "wrn-40-2:wrn-16-2", "method": "KD", "teacher_epochs": 1, "student_epochs": 1,
                      "lr": 0.05},
         "analysis": {"redraw_only": False, "taus": [2, 5, 10], "tau_mui": 1e9, "mui_min": 1e6, "mui_max": 1e11,
-                     "representatives": ["vgg16 baseline", "vgg16 apoz", "vgg16 fp16", "resnet20→resnet8 CRD", "darts"]},
+                     "representatives": ["vgg16 baseline", "vgg16 apoz", "quantization:best-gpu", "resnet20→resnet8 CRD", "darts"]},
     },
     "quick": {
         "environment": {"redraw_only": False},
@@ -263,7 +264,7 @@ PROFILE_VALUES: dict[str, dict[str, dict[str, Any]]] = {
         "gpu_type": {"pair": "wrn-40-2:wrn-16-2", "method": "KD", "teacher_epochs": 2, "student_epochs": 3,
                      "lr": 0.05, "batch_size": 64, "iec_min_seconds": 2.0},
         "analysis": {"redraw_only": False, "taus": [2, 5, 10], "tau_mui": 1e9, "mui_min": 1e6, "mui_max": 1e11,
-                     "representatives": ["vgg16 baseline", "vgg16 apoz", "vgg16 fp16", "vgg13→vgg8 CRD", "proxyless"]},
+                     "representatives": ["vgg16 baseline", "vgg16 apoz", "quantization:best-gpu", "vgg13→vgg8 CRD", "proxyless"]},
     },
     "paper": {
         # NNI's CIFAR baselines: 160 epochs, SGD lr 0.1, step decay (x0.1 at 50% and 75%).
@@ -299,7 +300,7 @@ PROFILE_VALUES: dict[str, dict[str, dict[str, Any]]] = {
         "gpu_type": {"pair": "wrn-40-2:wrn-16-2", "method": "KD", "teacher_epochs": 240, "student_epochs": 240,
                      "lr": 0.05, "batch_size": 64},
         "analysis": {"redraw_only": False, "taus": [2, 5, 10], "tau_mui": 1e9, "mui_min": 1e6, "mui_max": 1e11,
-                     "representatives": ["vgg16 baseline", "vgg16 apoz", "vgg16 int8", "vgg13→vgg8 CRD", "proxyless"]},
+                     "representatives": ["vgg16 baseline", "vgg16 apoz", "quantization:best-gpu", "vgg13→vgg8 CRD", "proxyless"]},
     },
 }
 

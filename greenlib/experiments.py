@@ -149,8 +149,10 @@ def acc_metrics(acc: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def iec_metrics(iec: Mapping[str, Any]) -> dict[str, Any]:
-    """The IEC entries every run's metrics carry, from :func:`measure_iec`'s result."""
-    return {k: iec[k] for k in IEC_FIELDS}
+    """The IEC entries every run's metrics carry, from :func:`measure_iec`'s result, and the stack
+    it ran on (``iec_stack``, e.g. ``PyTorch fp32, batch 128, TF32 off``; None for an IEC stored
+    before stacks were recorded)."""
+    return {k: iec[k] for k in IEC_FIELDS} | {"iec_stack": iec.get("stack")}
 
 
 def train_and_measure(ctx: Context, run: Run, model: torch.nn.Module, seed: int, train_cfg: TrainConfig,

@@ -8,23 +8,83 @@ of ~9e-7 W·h (3.2 mJ) per VGG16 image implies batched inference, not batch 1.
 from __future__ import annotations
 
 import time
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import torch
 from torch import nn
+
+STACK_PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "fp16", "bf16", "int8")
+"""Precisions an IEC can be measured at. ``fp32`` is true IEEE fp32 (TF32 off); ``tf32`` is fp32
+weights and activations with TF32 tensor-core convolutions and matmuls, a precision of its own."""
+
+
+def _tf32_state() -> tuple[bool, bool]:
+    # the legacy flags, as one pair: torch >= 2.9's per-backend fp32_precision API must not be mixed
+    # with them (torch raises when they disagree), and nothing in greenlib uses it
+    return torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+
+
+def _set_tf32(conv: bool, matmul: bool) -> None:
+    torch.backends.cudnn.allow_tf32 = conv
+    torch.backends.cuda.matmul.allow_tf32 = matmul
+
+
+def tf32_enabled() -> bool:
+    """Whether fp32 convolutions or matmuls may run as TF32 now (torch's default: convolutions do)."""
+    return any(_tf32_state())
+
+
+@contextmanager
+def precision_stack(precision: str) -> Iterator[bool]:
+    """The one inference stack policy of every IEC: TF32 off (cuDNN convolutions and cuBLAS matmuls
+    in IEEE fp32) unless ``precision`` is ``"tf32"``, where both are on. Yields whether TF32 is on;
+    the previous flags are restored on exit, also after an error. Raises ValueError for a precision
+    not in :data:`STACK_PRECISIONS`.
+
+    On Ampere and Hopper GPUs torch runs fp32 convolutions as TF32 by default, so without this an
+    "fp32" IEC would be a TF32 IEC and not comparable with another stack's fp32.
+    """
+    if precision not in STACK_PRECISIONS:
+        raise ValueError(f"precision={precision!r}; accepted: {', '.join(STACK_PRECISIONS)}")
+    before = _tf32_state()
+    on = precision == "tf32"
+    _set_tf32(on, on)
+    try:
+        yield on
+    finally:
+        _set_tf32(*before)
+
+
+def stack_name(backend: str, precision: str, batch_size: int, tf32: bool) -> str:
+    """How an IEC was measured, for tables: ``PyTorch fp32, batch 128, TF32 off``."""
+    pretty = {"pytorch": "PyTorch", "tensorrt": "TensorRT"}.get(backend, backend)
+    return f"{pretty} {precision}, batch {batch_size}, TF32 {'on' if tf32 else 'off'}"
 
 
 @torch.inference_mode()
 def measure_inference(model: nn.Module, images: torch.Tensor, tracer, *, batch_size: int, min_seconds: float,
                       warmup_s: float = 1.0, stage: str = "inference", dtype: torch.dtype | None = None,
-                      max_batches: int | None = None) -> dict[str, Any]:
+                      max_batches: int | None = None, precision: str = "fp32",
+                      backend: str = "pytorch") -> dict[str, Any]:
     """Trace batched inference of ``model`` on ``images`` (a normalised float tensor on the device).
 
     Batches cycle over ``images``; the window runs until ``min_seconds`` have passed (checked with
-    a device sync every few batches) or ``max_batches`` ran. Returns the stage's tracer summary plus
-    ``images``, ``batches``, ``iec_j``, ``iec_wh`` (per image), ``latency_ms`` (per batch) and
-    ``throughput_ips`` (images per second).
+    a device sync every few batches) or ``max_batches`` ran. Warm-up and window run under
+    :func:`precision_stack` (``precision``: fp32 means TF32 off). Returns the stage's tracer summary
+    plus ``images``, ``batches``, ``iec_j``, ``iec_wh`` (per image), ``latency_ms`` (per batch),
+    ``throughput_ips`` (images per second) and the stack: ``backend``, ``precision``, ``tf32``,
+    ``stack`` (:func:`stack_name`).
     """
+    with precision_stack(precision) as tf32:
+        out = _measure(model, images, tracer, batch_size=batch_size, min_seconds=min_seconds, warmup_s=warmup_s,
+                       stage=stage, dtype=dtype, max_batches=max_batches)
+    return out | {"backend": backend, "precision": precision, "tf32": tf32,
+                  "stack": stack_name(backend, precision, batch_size, tf32)}
+
+
+def _measure(model: nn.Module, images: torch.Tensor, tracer, *, batch_size: int, min_seconds: float,
+             warmup_s: float, stage: str, dtype: torch.dtype | None, max_batches: int | None) -> dict[str, Any]:
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r}: must be >= 1")
     if not min_seconds > 0:

@@ -20,14 +20,18 @@ STYLE = "whitegrid"
 
 
 def g_label(acc_unit: str, scale: float = 1.0, tau: float | None = None) -> str:
-    """Axis label naming the G convention, e.g. ``G (tau = 2; Acc as fraction; x 1e4)``."""
+    """Axis label naming G's unit and convention, e.g. ``G in 1/(W·h) (tau = 2; Acc as fraction; x 1e4)``.
+
+    G = Acc^tau / (MUI IEC + TEC) with energies in W·h: per W·h, times %^tau where Acc is in %.
+    """
     metric.check_acc_unit(acc_unit)
+    unit = "1/(W·h)" if acc_unit == "fraction" else "%^tau/(W·h)"
     parts = [f"tau = {tau:g}"] if tau is not None else []
     parts.append("Acc in %" if acc_unit == "percent" else "Acc as fraction")
     if scale != 1:
         exp = np.log10(scale)
         parts.append(f"x 1e{exp:.0f}" if exp == round(exp) else f"x {scale:g}")
-    return f"G ({'; '.join(parts)})"
+    return f"G in {unit} ({'; '.join(parts)})"
 
 
 def method_palette(labels) -> dict[str, tuple]:
@@ -61,6 +65,16 @@ def _style(ax) -> None:
         ax.spines[side].set_visible(False)
 
 
+def _drop_zero_g(curves: pd.DataFrame, ax) -> pd.DataFrame:
+    """The curves without methods whose G is 0 everywhere (Acc = 0: nothing to draw on a log axis),
+    each named in a note on the axes instead of an empty legend entry."""
+    zero = [lab for lab, g in curves.groupby("label", sort=False)["g"] if not (g > 0).any()]
+    if zero:
+        ax.text(0.01, 0.01, f"not drawn, G = 0 (Acc = 0) on a log axis: {', '.join(map(str, zero))}",
+                transform=ax.transAxes, fontsize=7, color="0.3", ha="left", va="bottom")
+    return curves[~curves["label"].isin(zero)]
+
+
 def plot_g_vs_mui(table: pd.DataFrame, mui_min: float, mui_max: float, *, title: str,
                   tau: float = 2.0, acc_unit: str = "fraction", scale: float = 1.0,
                   n_points: int = 200, palette: dict | None = None, ax=None,
@@ -73,6 +87,7 @@ def plot_g_vs_mui(table: pd.DataFrame, mui_min: float, mui_max: float, *, title:
                                     acc_unit=acc_unit, scale=scale)
     palette = palette or method_palette(table["label"])
     fig, ax = _axes(ax, (6.4, 4.4))
+    curves = _drop_zero_g(curves, ax)
     sns.lineplot(data=curves, x="mui", y="g", hue="label", palette=palette, ax=ax, linewidth=1.8)
     if mark_crossovers:
         cross = metric.pairwise_crossovers(table, tau)
@@ -98,6 +113,7 @@ def plot_g_vs_tau(table: pd.DataFrame, taus, *, mui: float, title: str,
                                     scale=scale)
     palette = palette or method_palette(table["label"])
     fig, ax = _axes(ax, (6.4, 4.4))
+    curves = _drop_zero_g(curves, ax)
     sns.lineplot(data=curves, x="tau", y="g", hue="label", palette=palette, ax=ax, linewidth=1.8)
     ax.set(yscale="log", xlabel="tau (accuracy tolerance)", xlim=(float(np.min(taus)), float(np.max(taus))),
            ylabel=f"{g_label(acc_unit, scale)} at MUI = {mui:.0e}", title=title)

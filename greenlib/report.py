@@ -78,12 +78,30 @@ def describe(values: Iterable[Any]) -> str:
     return ", ".join(vals) if vals else "unknown"
 
 
+def describe_datasets(values: Iterable[Any]) -> str:
+    """Dataset descriptions once each: ``X`` and ``X; first 10,000 train / 10,000 test images`` (the
+    same data, one a subset) read ``X; all images or first 10,000 train / 10,000 test images``."""
+    variants: dict[str, list[str]] = {}
+    for v in sorted({str(v) for v in values if v is not None and v == v}):
+        base, _, subset = v.partition("; ")
+        variants.setdefault(base, []).append(subset)
+    if not variants:
+        return "unknown"
+    out = []
+    for base, subsets in variants.items():
+        if subsets == [""]:
+            out.append(base)
+        else:
+            out.append(f"{base}; " + " or ".join(x or "all images" for x in sorted(subsets, key=bool)))
+    return ", ".join(out)
+
+
 def caption(df: pd.DataFrame, profile: str, what: str = "") -> str:
     """``<what> | dataset: ... | hardware: ... (energy: <source>[, estimated]) | profile: ...``."""
     if df.empty:
         return f"{what} | no stored runs | profile: {profile}".strip(" |")
-    datasets = describe(df["dataset_description"].where(df["dataset_description"].notna(), df["dataset"])
-                        if "dataset_description" in df else df["dataset"])
+    datasets = describe_datasets(df["dataset_description"].where(df["dataset_description"].notna(), df["dataset"])
+                                 if "dataset_description" in df else df["dataset"])
     hw = describe(df["hardware"]) if "hardware" in df else "unknown"
     src = describe(df["energy_measured_by"]) if "energy_measured_by" in df else "unknown"
     est = ", ESTIMATED" if "estimated" in df and df["estimated"].astype(bool).any() else ""

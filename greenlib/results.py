@@ -212,7 +212,8 @@ class ResultsStore:
 
 _STAGE_FIELDS = ("energy_j", "energy_wh", "elapsed_s", "energy_source", "mean_power_w",
                  "mean_gpu_util_pct", "mean_mem_util_pct", "estimated")
-_ENV_FIELDS = ("hardware", "gpu_model", "driver", "torch", "cpu", "git_commit", "git_dirty", "date_utc")
+_ENV_FIELDS = ("hardware", "gpu_model", "driver", "torch", "cpu", "git_commit", "git_dirty", "date_utc",
+               "dataset_description")  # a run's metrics may name it too; theirs wins
 
 
 def flatten_result(res: Mapping[str, Any]) -> dict[str, Any]:

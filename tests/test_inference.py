@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from greenlib.inference import measure_inference
+from greenlib.inference import measure_inference, precision_stack, tf32_enabled
 
 
 class FixedPowerTracer:
@@ -66,3 +66,43 @@ def test_a_window_that_recorded_no_energy_is_an_error_not_an_iec_of_zero():
 def test_bad_arguments_name_the_value(kwargs, match):
     with pytest.raises(ValueError, match=match):
         measure_inference(Counting(), torch.randn(4, 3, 4, 4), FixedPowerTracer(1.0), **kwargs)
+
+
+class TF32Spy(Counting):
+    def __init__(self):
+        super().__init__()
+        self.flags = set()
+
+    def forward(self, x):
+        self.flags.add((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+        return super().forward(x)
+
+
+def _flags():
+    return torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+
+
+@pytest.mark.parametrize("precision, on", [("fp32", False), ("tf32", True), ("int8", False)])
+def test_the_iec_runs_on_one_named_stack_fp32_without_tf32(precision, on):
+    before, model = _flags(), TF32Spy()
+    out = measure_inference(model, torch.randn(8, 3, 4, 4), FixedPowerTracer(5.0), batch_size=4, min_seconds=0.01,
+                            warmup_s=0.0, precision=precision)
+    assert model.flags == {(on, on)}  # warm-up and window alike
+    assert out["tf32"] is on and out["precision"] == precision and out["backend"] == "pytorch"
+    assert out["stack"] == f"PyTorch {precision}, batch 4, TF32 {'on' if on else 'off'}"
+    assert _flags() == before
+
+
+def test_precision_stack_restores_the_flags_after_an_error_and_names_a_bad_precision():
+    torch.backends.cudnn.allow_tf32 = True  # torch's default: fp32 convolutions as TF32
+    try:
+        with pytest.raises(KeyError):
+            with precision_stack("fp32"):
+                assert not tf32_enabled()
+                raise KeyError("inside")
+        assert torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32 = True
+    with pytest.raises(ValueError, match=r"precision='fp64'; accepted: fp32, tf32"):
+        with precision_stack("fp64"):
+            pass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
@@ -50,8 +51,8 @@ def test_winner_regions_shades_each_region(methods):
 
 
 def test_g_label_names_the_convention():
-    assert plotting.g_label("fraction", 1e4, 2) == "G (tau = 2; Acc as fraction; x 1e4)"
-    assert plotting.g_label("percent") == "G (Acc in %)"
+    assert plotting.g_label("fraction", 1e4, 2) == "G in 1/(W·h) (tau = 2; Acc as fraction; x 1e4)"
+    assert plotting.g_label("percent") == "G in %^tau/(W·h) (Acc in %)"
     with pytest.raises(ValueError, match="acc_unit"):
         plotting.g_label("ratio")
 
@@ -69,3 +70,18 @@ def test_method_bars_draw_sd_error_bars_only_where_seeds_repeat():
     widths = sorted(w for w in (round(abs(x[1] - x[0]), 6) for x in spans) if np.isfinite(w))
     # one error bar: a's SD over its two seeds (0.5, 0.7 -> 14.142 % points each side); b has one run
     assert len(widths) == 1 and widths[0] == pytest.approx(2 * 14.142136, rel=1e-5)
+
+
+@pytest.mark.parametrize("draw", [
+    lambda t, ax: plotting.plot_g_vs_mui(t, 1e6, 1e11, title="t", ax=ax),
+    lambda t, ax: plotting.plot_g_vs_tau(t, np.linspace(1, 5, 9), mui=1e9, title="t", ax=ax)])
+def test_a_method_of_g_zero_is_named_in_a_note_not_an_empty_legend_entry(methods, draw):
+    zero = methods.iloc[:1].assign(label="dead net", acc_percent=0.0)
+    table = pd.concat([methods, zero], ignore_index=True)
+    fig, axes = plotting.subplots(1)
+    draw(table, axes[0])
+    legend = [t.get_text() for t in axes[0].get_legend().get_texts()]
+    assert "dead net" not in legend and len(legend) == len(methods)
+    notes = [t.get_text() for t in axes[0].texts]
+    assert any("dead net" in n and "G = 0" in n for n in notes)
+    assert "W·h" in axes[0].get_ylabel()

@@ -76,7 +76,7 @@ def test_importable_tensorrt_without_a_gpu_is_not_picked(monkeypatch):
 
 
 @pytest.mark.parametrize("call, words", [
-    (lambda m: quant.quantize(m, "int4"), ["'int4'", "fp32, fp16, bf16, int8"]),
+    (lambda m: quant.quantize(m, "int4"), ["'int4'", "fp32, tf32, fp16, bf16, int8"]),
     (lambda m: quant.quantize(m, "fp16", backend="onnxruntime"), ["'onnxruntime'", "auto, tensorrt, pytorch"]),
     (lambda m: quant.quantize(m, "int8", [], name="tiny"), ["calibration set is empty", "int8"]),
     (lambda m: quant.quantize(m, "int8", None), ["calibration set is empty"]),
@@ -109,7 +109,7 @@ def test_plan_on_a_cpu_skips_fp16_and_bf16_with_a_reason_and_puts_int8_on_the_cp
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     plan = {v.precision: v for v in quant.plan(list(quant.PRECISIONS), "auto", "cpu")}
     assert plan["fp32"].skip is None and plan["int8"].skip is None and plan["int8"].device.type == "cpu"
-    for p in ("fp16", "bf16"):
+    for p in ("tf32", "fp16", "bf16"):
         assert "CUDA GPU" in plan[p].skip and p in plan[p].skip
 
 
@@ -118,6 +118,46 @@ def test_a_skipped_variant_is_refused_by_run_quantized_naming_it(ctx):
         pytest.skip("a GPU is visible: fp16 is measurable")
     with pytest.raises(quant.QuantizationError, match="resnet8 fp16 .*CUDA GPU"):
         quant.run_quantized(ctx, "resnet8", "fp16", seed=0, progress=False)
+
+
+def test_tensorrt_fp32_engines_clear_tf32_and_only_the_tf32_precision_sets_it(tmp_path):
+    trt = mock.MagicMock()
+    trt.Builder.return_value.build_serialized_network.return_value = b"engine"
+    trt.OnnxParser.return_value.parse.return_value = True
+    cfg = trt.Builder.return_value.create_builder_config.return_value
+    onnx_file = tmp_path / "m.onnx"
+    onnx_file.write_bytes(b"graph")
+    shapes = {"input": ((1, 3, 32, 32),) * 3}
+    trtb.build_engine(trt, onnx_file, "fp32", shapes)
+    cfg.clear_flag.assert_called_once_with(trt.BuilderFlag.TF32)
+    cfg.set_flag.assert_not_called()
+    cfg.reset_mock()
+    trtb.build_engine(trt, onnx_file, "tf32", shapes)
+    cfg.set_flag.assert_called_once_with(trt.BuilderFlag.TF32)
+    cfg.clear_flag.assert_not_called()
+
+
+class FlagSpy(nn.Module):
+    """Records whether TF32 was allowed each time it ran."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.seen = nn.Linear(3, 2), []
+
+    def forward(self, x):
+        self.seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+        return self.fc(x.mean((2, 3)))
+
+
+@pytest.mark.parametrize("precision, tf32", [("fp32", False), ("tf32", True)])
+def test_a_deployable_runs_under_its_own_precision_stack_and_restores_the_flags(precision, tf32):
+    before = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    spy = FlagSpy()
+    dep = quant.Deployable(spy, backend="pytorch", precision=precision, device="cpu", input_dtype=torch.float32,
+                           kernel_path="spy")
+    dep(torch.zeros(2, 3, 4, 4))
+    assert spy.seen == [(tf32, tf32)]
+    assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == before
 
 
 # --- the PyTorch backend -------------------------------------------------------------------------------
@@ -282,6 +322,7 @@ def test_int8_engine_build_sets_the_flag_the_calibration_profile_and_the_calibra
     profile.set_shape.assert_any_call("input", (16, 3, 32, 32), (16, 3, 32, 32), (16, 3, 32, 32))
     cfg.set_calibration_profile.assert_called_once()
     assert cfg.int8_calibrator.get_batch_size() == 16
+    cfg.clear_flag.assert_called_once_with(trt.BuilderFlag.TF32)  # TensorRT's default TF32, off
     trtb.build_engine(trt, onnx_file, "fp16", shapes)
     cfg.set_flag.assert_called_with(trt.BuilderFlag.FP16)
     with pytest.raises(quant.QuantizationError, match="calibration set is empty"):
@@ -384,6 +425,8 @@ def test_run_quantized_writes_a_complete_run_with_explicit_tec_and_is_then_a_cac
     assert m["calibration_images_used"] == 32 and "quantized::conv2d" in m["int8_kernels"]
     assert 0 <= m["acc"] <= 1 and m["iec_wh"] > 0 and m["latency_ms"] > 0 and m["estimated"]
     assert m["params"] == 83892 and m["flops_per_image"] > 0 and "tensorrt" in m["backend_reason"]
+    assert c["tf32"] is False and m["iec_stack"] == "PyTorch int8, batch 16, TF32 off"
+    assert res["stages"]["inference"]["tf32"] is False and res["stages"]["inference"]["backend"] == "pytorch"
 
     def boom(*a, **k):
         raise AssertionError("a cached run was recomputed")
@@ -400,8 +443,19 @@ def test_fp32_run_has_a_traced_calibration_stage_and_stored_runs_select_both(ctx
     quant.run_quantized(ctx, "resnet8", "int8", seed=0, progress=False)
     runs = quant.stored_runs(ctx.cfg)
     assert sorted(runs["precision"]) == ["fp32", "int8"]
+    stacks = quant.tables.summary(runs).set_index("precision")["iec_stack"]
+    assert stacks["fp32"] == "PyTorch fp32, batch 16, TF32 off" and stacks["int8"] == "PyTorch int8, batch 16, TF32 off"
     other = config.resolve("quantization", **(ctx.cfg.to_dict() | {"calib_images": 16}))
     assert list(quant.stored_runs(other)["precision"]) == ["fp32"]  # int8 with other calibration: another run
+
+
+def test_runs_stored_before_the_tf32_policy_are_left_out_with_a_warning(ctx, monkeypatch):
+    res = quant.run_quantized(ctx, "resnet8", "fp32", seed=0, progress=False)
+    rows = quant.runs.load_runs(ctx.cfg.profile)
+    old = rows[rows.run_id == res["run_id"]].drop(columns="tf32")  # what a run stored before the policy holds
+    monkeypatch.setattr(quant.runs, "load_runs", lambda *a, **k: old)
+    with pytest.warns(UserWarning, match="1 stored quantization run.*predate the TF32 policy"):
+        assert quant.stored_runs(ctx.cfg).empty
 
 
 @gpu
@@ -416,3 +470,8 @@ def test_gpu_notebook_measures_fp16_on_the_gpu_and_int8_on_the_cpu():
     int8 = quant.run_quantized(gctx, "resnet8", "int8", seed=0, progress=False)
     assert int8["config"]["deploy_device"] == "cpu" and int8["config"]["hardware"] != "cpu"
     assert "cpu" in int8["stages"]["inference"]["energy_source"] and int8["metrics"]["int8_kernels"]
+    fp32 = quant.run_quantized(gctx, "resnet8", "fp32", seed=0, progress=False)
+    assert fp32["metrics"]["iec_stack"] == "PyTorch fp32, batch 16, TF32 off" and "TF32 off" in fp32["metrics"]["kernel_path"]
+    tf32 = quant.run_quantized(gctx, "resnet8", "tf32", seed=0, progress=False)
+    assert tf32["config"]["tf32"] is True and tf32["metrics"]["iec_stack"] == "PyTorch tf32, batch 16, TF32 on"
+    assert tf32["run_id"] != fp32["run_id"]

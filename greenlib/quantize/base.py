@@ -12,14 +12,19 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8")
+from ..inference import precision_stack
+
+PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "fp16", "bf16", "int8")
+"""``fp32`` is IEEE fp32 (TF32 off); ``tf32`` the same weights with TF32 tensor-core convolutions and
+matmuls, its own precision (:func:`greenlib.inference.precision_stack`)."""
 CALIBRATED: tuple[str, ...] = ("int8",)
 """Precisions whose conversion needs calibration data (the others are casts)."""
 CALIBRATORS: tuple[str, ...] = ("histogram", "minmax")
 """histogram: clipping range chosen from an activation histogram (TensorRT's entropy calibrator,
 torch's HistogramObserver); minmax: the observed range."""
 
-DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16,
+                                   "bf16": torch.bfloat16}
 
 
 class QuantizationError(ValueError):
@@ -80,7 +85,9 @@ class Deployable(nn.Module):
     """A model ready for inference at one precision on one device.
 
     ``forward(x)`` moves ``x`` to ``device`` and ``input_dtype`` (a no-op when it is there already:
-    pre-convert images to keep the copy out of a measured window) and returns float32 logits.
+    pre-convert images to keep the copy out of a measured window) and returns float32 logits, under
+    :func:`~greenlib.inference.precision_stack` of its precision (fp32: TF32 off; tf32: on), so its
+    accuracy, kernels and IEC come from one stack wherever it is called.
     """
 
     def __init__(self, module: nn.Module, *, backend: str, precision: str, device: torch.device | str,
@@ -97,7 +104,8 @@ class Deployable(nn.Module):
         self.details = dict(details or {})  # backend-specific facts worth storing (engine, observers)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.module(x.to(self.device, self.input_dtype, non_blocking=True)).float()
+        with precision_stack(self.precision):
+            return self.module(x.to(self.device, self.input_dtype, non_blocking=True)).float()
 
     def describe(self) -> dict[str, Any]:
         """Plain-JSON facts about this deployable (stored with a run)."""

@@ -12,9 +12,14 @@ TEC of post-training quantization (the paper's Table 2) = base training + calibr
 The base run's energy was measured where it trained (a GPU in ``quick``), calibration and
 inference where the deployable runs (the CPU for PyTorch int8), so ``energy_measured_by`` lists
 every source involved and ``estimated`` is set if any of them is an estimate.
+
+Every deployable runs under one stack policy (:func:`greenlib.inference.precision_stack`): fp32 is
+IEEE fp32 (TF32 off), tf32 its own precision. The config's ``tf32`` says which, so a run stored
+before the policy (no ``tf32`` entry; its fp32 ran as TF32, torch's default) is another run.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import pandas as pd
@@ -55,7 +60,7 @@ def run_config(ctx: experiments.Context, model_name: str, seed: int, v: Variant)
             "calib_images": ctx.cfg.calib_images if calibrated else 0,
             "calibrator": ctx.cfg.calibrator if calibrated else "none",
             "base_run_id": experiments.base_run_id(ctx, model_name, seed, ctx.cfg.base_epochs),
-            "hardware": experiments.hardware_name(ctx.device)}
+            "tf32": v.precision == "tf32", "hardware": experiments.hardware_name(ctx.device)}
 
 
 def _tracer(ctx: experiments.Context, device: torch.device) -> Tracer:
@@ -119,7 +124,8 @@ def run_variant(ctx: experiments.Context, model_name: str, seed: int, v: Variant
         if precision == "int8":
             require_int8(evidence, f"{model_name} {v.label}")
         acc = evaluate(dep, test_loader, v.device)
-        iec = measure_inference(dep, images, tracer, batch_size=bs, min_seconds=ctx.cfg.iec_min_seconds)
+        iec = measure_inference(dep, images, tracer, batch_size=bs, min_seconds=ctx.cfg.iec_min_seconds,
+                                precision=precision, backend=v.backend)
         run.save_stage("inference", iec, experiments.stage_samples(tracer, iec))
     info = model_info(model_name, num_classes=ds.num_classes)
     base_stage = base["stages"]["base_training"]
@@ -144,6 +150,8 @@ def stored_runs(cfg: Resolved) -> pd.DataFrame:
     """The stored quantization runs these notebook parameters ask for, on any hardware.
 
     ``backend="auto"`` takes every backend; int8 runs must match ``calib_images`` and ``calibrator``.
+    Runs stored before the TF32 policy (no ``tf32`` in their config) are left out, with a warning
+    saying how many: their "fp32" ran with TF32 convolutions.
     """
     df = load_runs(cfg.profile, model=cfg.models, seed=cfg.seeds, precision=cfg.precisions,
                    **quantization_config(cfg))
@@ -153,4 +161,12 @@ def stored_runs(cfg: Resolved) -> pd.DataFrame:
                                          & (df["calibrator"] == cfg.calibrator))
     if cfg.backend != "auto":
         keep &= df["backend"] == cfg.backend
+    recorded = df["tf32"].notna() if "tf32" in df else pd.Series(False, index=df.index)
+    if (keep & ~recorded).any():
+        warnings.warn(f"{int((keep & ~recorded).sum())} stored quantization run(s) of profile {cfg.profile!r} predate "
+                      "the TF32 policy (no 'tf32' in their config: their fp32 ran as TF32) and are left out; "
+                      "run notebook 03 again to measure them", stacklevel=2)
+    keep &= recorded
+    if recorded.any():
+        keep &= df["tf32"].astype(bool) == (df["precision"] == "tf32")
     return df[keep].reset_index(drop=True)

@@ -29,10 +29,15 @@ def by_precision(df: pd.DataFrame, extra: tuple[str, ...] = ()) -> pd.DataFrame:
 
 def summary(runs: pd.DataFrame) -> pd.DataFrame:
     """Table 3's columns per (model, path), seeds averaged: TEC (and its two parts), Acc, IEC,
-    latency, G at MUI 5e8 and 1e9 (tau = 2, Acc as a fraction, x 1e4), plus ``path``."""
+    latency, G at MUI 5e8 and 1e9 (tau = 2, Acc as a fraction, x 1e4), plus ``path`` and the IEC's
+    stack ``iec_stack`` (``PyTorch fp32, batch 128, TF32 off``)."""
     table = report.greeness_table(runs, keys=KEYS)
     extra = runs.groupby(list(KEYS), sort=False)[list(_EXTRA)].mean().reset_index()
-    table = table.merge(extra, on=list(KEYS)).assign(base_acc_percent=lambda d: 100 * d["base_acc"])
+    stack = runs["iec_stack"] if "iec_stack" in runs else pd.Series(None, index=runs.index, dtype=object)
+    stacks = (runs.assign(iec_stack=stack.fillna("not recorded")).groupby(list(KEYS), sort=False)["iec_stack"]
+              .agg(lambda v: ", ".join(dict.fromkeys(v))).reset_index())
+    table = (table.merge(extra, on=list(KEYS)).merge(stacks, on=list(KEYS))
+             .assign(base_acc_percent=lambda d: 100 * d["base_acc"]))
     return by_precision(table.drop(columns="base_acc").assign(path=path_label))
 
 

@@ -1,7 +1,9 @@
 """The PyTorch backend: always available.
 
-- ``fp32`` / ``fp16`` / ``bf16``: the model cast to that dtype, eager, on the requested device
-  (cuDNN convolutions on a GPU). Measured runs take fp16 and bf16 on a CUDA GPU only.
+- ``fp32`` / ``tf32`` / ``fp16`` / ``bf16``: the model cast to that dtype (tf32: float32), eager, on
+  the requested device (cuDNN convolutions on a GPU; fp32 with TF32 off, tf32 with it on, see
+  :func:`greenlib.inference.precision_stack`). Measured runs take tf32, fp16 and bf16 on a CUDA GPU
+  only.
 - ``int8``: torch.ao.quantization FX post-training static quantization with the ``x86`` engine
   (``fbgemm`` where x86 is missing): per-channel symmetric int8 weights, per-tensor uint8
   activations whose range comes from the calibration batches. The converted model runs
@@ -69,7 +71,7 @@ class PyTorchBackend:
     def skip_reason(self, precision: str, device: torch.device | str) -> str | None:
         """Why a *measured* run of ``precision`` would not be meaningful here, or None."""
         dev = self.deploy_device(precision, device)
-        if precision in ("fp16", "bf16"):
+        if precision in ("tf32", "fp16", "bf16"):
             if dev.type != "cuda":
                 return (f"{precision} is measured on a CUDA GPU only (its point is tensor-core inference; torch's "
                         f"CPU {precision} kernels are not what a deployment would use) and device is {dev}")
@@ -95,8 +97,9 @@ class PyTorchBackend:
         if dev.type == "cuda":
             cudnn = torch.backends.cudnn.version()
             path = f"torch {torch.__version__} eager, cuDNN {cudnn} convolutions in {precision}"
-            if precision == "fp32":
-                path += ", TF32 tensor cores allowed" if torch.backends.cudnn.allow_tf32 else ", TF32 off"
+            # the deployable runs under greenlib.inference.precision_stack: TF32 only for "tf32"
+            path = (f"torch {torch.__version__} eager, cuDNN {cudnn} convolutions in fp32, TF32 tensor cores"
+                    if precision == "tf32" else path + (", TF32 off" if precision == "fp32" else ""))
         else:
             path = f"torch {torch.__version__} eager, CPU (oneDNN/ATen) convolutions in {precision}"
         return Deployable(module, backend=self.name, precision=precision, device=dev, input_dtype=dtype,

@@ -195,7 +195,8 @@ def make_calibrator(trt: Any, feed: CalibrationFeed, calibrator: str) -> Any:
 def build_engine(trt: Any, onnx_path: str | Path, precision: str,
                  shapes: dict[str, tuple[tuple[int, ...], ...]], feed: CalibrationFeed | None = None,
                  calibrator: str = "histogram", name: str = "model") -> bytes:
-    """A serialized engine for ``precision`` (fp32/fp16/bf16/int8) from the ONNX file.
+    """A serialized engine for ``precision`` (fp32/tf32/fp16/bf16/int8) from the ONNX file; TF32 is
+    cleared from the builder except for ``tf32``.
 
     Raises QuantizationError naming ``name`` if the parser rejects the graph or the build fails.
     """
@@ -212,6 +213,12 @@ def build_engine(trt: Any, onnx_path: str | Path, precision: str,
     for binding, (lo, opt, hi) in shapes.items():
         profile.set_shape(binding, lo, opt, hi)
     config.add_optimization_profile(profile)
+    # TensorRT enables TF32 by default; the stack policy (greenlib.inference.precision_stack) keeps it
+    # for the "tf32" precision only, also for the fp32 fallback layers of fp16/bf16/int8 engines
+    if precision == "tf32":
+        config.set_flag(trt.BuilderFlag.TF32)
+    else:
+        config.clear_flag(trt.BuilderFlag.TF32)
     if precision == "fp16":
         config.set_flag(trt.BuilderFlag.FP16)
     elif precision == "bf16":
