@@ -228,6 +228,7 @@ def _tiny_prepare(root):
         os.environ["GREENLIB_DATA"] = str(root)
         fake = SimpleNamespace(name="fake", description="fake", num_classes=10)
         fake.subset = lambda *a: fake
+        fake.record = lambda: {"name": "fake"}
         experiments.load_dataset = lambda *a, **k: fake
         experiments.envmod.environment = lambda: {}
     return patch
