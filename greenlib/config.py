@@ -114,9 +114,11 @@ SECTIONS: dict[str, dict[str, Param]] = {
         "lr": Param(float, "fine-tuning learning rate", min=0.0, min_exclusive=True),
         "prune_epochs": Param(int, "training epochs of the iterative pruners' pruning stage (apoz, taylor, "
                               "activation_mean)", min=1),
-        "prune_iterations": Param(int, "mask updates in that stage; sparsity rises linearly to its target", min=1),
-        "scope": Param(str, "which convs lose filters: pruned-a (NNI 2.x example's layers, Li et al.'s VGG-16-pruned-A; "
-                       "every conv where it names none) or every-conv", choices=("pruned-a", "every-conv")),
+        "prune_iterations": Param(int, "mask updates in that stage on the linear schedule; sparsity rises linearly "
+                                  "to its target", min=1),
+        "scope": Param(str, "which convs lose filters: pruned-a (NNI 2.x example's layers, Li et al.'s "
+                       "VGG-16-pruned-A; every conv where it names none) or every-conv",
+                       choices=("pruned-a", "every-conv")),
         "iterative_schedule": Param(str, "iterative pruners' masks: nni2 (NNI 2.x's example: one update from the first "
                                     "batch) or linear (prune_iterations updates)", choices=("nni2", "linear")),
         "short_finetune_epochs": Param(int, "the short fine-tune notebook 02 compares with finetune_epochs", min=1),
@@ -232,7 +234,8 @@ PROFILE_VALUES: dict[str, dict[str, dict[str, Any]]] = {
         "gpu_type": {"pair": "wrn-40-2:wrn-16-2", "method": "KD", "teacher_epochs": 1, "student_epochs": 1,
                      "lr": 0.05},
         "analysis": {"redraw_only": False, "taus": [2, 5, 10], "tau_mui": 1e9, "mui_min": 1e6, "mui_max": 1e11,
-                     "representatives": ["nni-vgg16 baseline", "nni-vgg16 apoz", "vgg16 fp16", "resnet20→resnet8 CRD", "darts"]},
+                     "representatives": ["nni-vgg16 baseline", "nni-vgg16 apoz",
+                                         "vgg16 fp16", "resnet20→resnet8 CRD", "darts"]},
     },
     "quick": {
         "environment": {"redraw_only": False},
@@ -263,7 +266,8 @@ PROFILE_VALUES: dict[str, dict[str, dict[str, Any]]] = {
         "gpu_type": {"pair": "wrn-40-2:wrn-16-2", "method": "KD", "teacher_epochs": 2, "student_epochs": 3,
                      "lr": 0.05, "batch_size": 64, "iec_min_seconds": 2.0},
         "analysis": {"redraw_only": False, "taus": [2, 5, 10], "tau_mui": 1e9, "mui_min": 1e6, "mui_max": 1e11,
-                     "representatives": ["nni-vgg16 baseline", "nni-vgg16 apoz", "vgg16 fp16", "vgg13→vgg8 CRD", "proxyless"]},
+                     "representatives": ["nni-vgg16 baseline", "nni-vgg16 apoz",
+                                         "vgg16 fp16", "vgg13→vgg8 CRD", "proxyless"]},
     },
     "paper": {
         # NNI's CIFAR baselines: 160 epochs, SGD lr 0.1, step decay (x0.1 at 50% and 75%).
@@ -301,7 +305,8 @@ PROFILE_VALUES: dict[str, dict[str, dict[str, Any]]] = {
         "gpu_type": {"pair": "wrn-40-2:wrn-16-2", "method": "KD", "teacher_epochs": 240, "student_epochs": 240,
                      "lr": 0.05, "batch_size": 64},
         "analysis": {"redraw_only": False, "taus": [2, 5, 10], "tau_mui": 1e9, "mui_min": 1e6, "mui_max": 1e11,
-                     "representatives": ["nni-vgg16 baseline", "nni-vgg16 apoz", "vgg16 int8", "vgg13→vgg8 CRD", "proxyless"]},
+                     "representatives": ["nni-vgg16 baseline", "nni-vgg16 apoz",
+                                         "vgg16 int8", "vgg13→vgg8 CRD", "proxyless"]},
     },
 }
 

@@ -344,7 +344,8 @@ def test_nni2_schedule_masks_once_at_the_target_from_the_first_batch_and_trains_
     original = target_cls.update_masks
 
     def record(self, masks):
-        kept = [float(m["weight"].flatten(1).any(1).float().mean()) for m in masks.values() if m.get("weight") is not None and m["weight"].dim() > 1]
+        kept = [float(m["weight"].flatten(1).any(1).float().mean()) for m in masks.values()
+                if m.get("weight") is not None and m["weight"].dim() > 1]  # conv weights, not BatchNorm's
         updates.append((self._current_step, min(kept)))
         original(self, masks)
 
@@ -445,7 +446,8 @@ def test_paper_pruning_rows_imply_a_short_fine_tune_and_an_iec_ratio_near_pruned
     apoz = rows.set_index("method").loc["APoZ Pruner"]
     assert apoz["iec_ratio"] == pytest.approx(5.612e-7 / 8.931e-7)  # ~0.63
     # Table 3/5 pruning TEC is 8-20 W·h above VGG16's 138.59: 9-23 epochs of the 160-epoch base
-    assert rows["tec_over_base_wh"].min() == pytest.approx(8.11) and rows["tec_over_base_wh"].max() == pytest.approx(19.77)
+    over = rows["tec_over_base_wh"]
+    assert over.min() == pytest.approx(8.11) and over.max() == pytest.approx(19.77)
     assert 9 < rows["base_epochs_equivalent"].min() < 10 and 22 < rows["base_epochs_equivalent"].max() < 23
     assert rows["crossover_mui"].between(1e7, 1e9).all()  # each pruner overtakes the baseline at some MUI
 
