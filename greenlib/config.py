@@ -40,6 +40,7 @@ class Param:
 # Names the zoo builds; kept in sync with greenlib.models.MODELS by a test.
 ZOO_NAMES: tuple[str, ...] = (
     "vgg8", "vgg11", "vgg13", "vgg16", "vgg19",
+    "nni-vgg16", "nni-vgg19",
     "resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
     "resnet8x4", "resnet32x4",
     "wrn-16-1", "wrn-16-2", "wrn-40-1", "wrn-40-2",
@@ -119,7 +120,14 @@ SECTIONS: dict[str, dict[str, Param]] = {
         "lr": Param(float, "fine-tuning learning rate", min=0.0, min_exclusive=True),
         "prune_epochs": Param(int, "training epochs of the iterative pruners' pruning stage (apoz, taylor, "
                               "activation_mean)", min=1),
-        "prune_iterations": Param(int, "mask updates in that stage; sparsity rises linearly to its target", min=1),
+        "prune_iterations": Param(int, "mask updates in that stage on the linear schedule; sparsity rises linearly "
+                                  "to its target", min=1),
+        "scope": Param(str, "which convs lose filters: pruned-a (NNI 2.x example's layers, Li et al.'s "
+                       "VGG-16-pruned-A; every conv where it names none) or every-conv",
+                       choices=("pruned-a", "every-conv")),
+        "iterative_schedule": Param(str, "iterative pruners' masks: nni2 (NNI 2.x's example: one update from the first "
+                                    "batch) or linear (prune_iterations updates)", choices=("nni2", "linear")),
+        "short_finetune_epochs": Param(int, "the short fine-tune notebook 02 compares with finetune_epochs", min=1),
     },
     "sampling_rate": {
         **_COMMON,
@@ -215,13 +223,14 @@ PROFILE_VALUES: dict[str, dict[str, dict[str, Any]]] = {
     "smoke": {
         "environment": {"redraw_only": False},
         "paper_tables": {"taus": [2, 5, 10], "mui_min": 1e6, "mui_max": 1e11},
-        "baselines": {"models": ["vgg16", "resnet18"], "epochs": 2, "lr": 0.05,
+        "baselines": {"models": ["nni-vgg16", "resnet18"], "epochs": 2, "lr": 0.05,
                       "schedule": "cosine", "graph_capture": False, "amp": False},
-        "quantization": {"models": ["vgg16"], "base_epochs": 2, "precisions": ["fp32", "fp16", "bf16", "int8"],
+        "quantization": {"models": ["nni-vgg16"], "base_epochs": 2, "precisions": ["fp32", "fp16", "bf16", "int8"],
                          "backend": "auto", "calib_images": 64,
                          "calibrator": "histogram"},
-        "pruning": {"models": ["vgg16"], "pruners": ["l1", "fpgm", "apoz"], "sparsity": 0.5, "base_epochs": 2,
-                    "finetune_epochs": 1, "lr": 0.01, "prune_epochs": 1, "prune_iterations": 2},
+        "pruning": {"models": ["nni-vgg16"], "pruners": ["l1", "fpgm", "apoz"], "sparsity": 0.5, "base_epochs": 2,
+                    "finetune_epochs": 2, "lr": 0.01, "prune_epochs": 1, "prune_iterations": 2,
+                    "scope": "pruned-a", "iterative_schedule": "nni2", "short_finetune_epochs": 1},
         "sampling_rate": {"model": "resnet8", "epochs": 1, "base_interval_s": 0.05,
                           "smi_intervals_s": [0.1, 0.5, 1.0]},
         "distillation": {"pairs": ["resnet20:resnet8"], "methods": ["KD", "CRD"], "teacher_epochs": 1,
@@ -234,19 +243,21 @@ PROFILE_VALUES: dict[str, dict[str, dict[str, Any]]] = {
         "gpu_type": {"pair": "wrn-40-2:wrn-16-2", "method": "KD", "teacher_epochs": 1, "student_epochs": 1,
                      "lr": 0.05},
         "analysis": {"redraw_only": False, "taus": [2, 5, 10], "tau_mui": 1e9, "mui_min": 1e6, "mui_max": 1e11,
-                     "representatives": ["vgg16 baseline", "vgg16 apoz", "quantization:best-gpu", "resnet20→resnet8 CRD", "darts"]},
+                     "representatives": ["nni-vgg16 baseline", "nni-vgg16 apoz",
+                                         "quantization:best-gpu", "resnet20→resnet8 CRD", "darts"]},
     },
     "quick": {
         "environment": {"redraw_only": False},
         "paper_tables": {"taus": [2, 5, 10], "mui_min": 1e6, "mui_max": 1e11},
-        "baselines": {"models": ["vgg16", "vgg19", "resnet18"], "epochs": 10, "lr": 0.05,
+        "baselines": {"models": ["nni-vgg16", "nni-vgg19", "resnet18"], "epochs": 10, "lr": 0.05,
                       "schedule": "cosine", "graph_capture": False, "amp": False},
-        "quantization": {"models": ["vgg16", "resnet18", "resnet56"], "base_epochs": 10,
+        "quantization": {"models": ["nni-vgg16", "resnet18", "resnet56"], "base_epochs": 10,
                          "precisions": ["fp32", "fp16", "bf16", "int8"], "backend": "auto", "calib_images": 1024,
                          "calibrator": "histogram"},
-        "pruning": {"models": ["vgg16", "resnet18"],
+        "pruning": {"models": ["nni-vgg16", "resnet18"],
                     "pruners": ["l1", "l2", "fpgm", "apoz", "taylor", "activation_mean"], "sparsity": 0.5,
-                    "base_epochs": 10, "finetune_epochs": 2, "lr": 0.01, "prune_epochs": 1, "prune_iterations": 4},
+                    "base_epochs": 10, "finetune_epochs": 2, "lr": 0.01, "prune_epochs": 1, "prune_iterations": 4,
+                    "scope": "pruned-a", "iterative_schedule": "nni2", "short_finetune_epochs": 1},
         "sampling_rate": {"model": "wrn-16-2", "epochs": 3, "base_interval_s": 0.02,
                           "smi_intervals_s": [0.1, 0.5, 1.0]},
         "distillation": {"pairs": ["vgg13:vgg8", "resnet56:resnet20"],  # wrn-40-2:wrn-16-2: notebooks 10, 12
@@ -264,22 +275,26 @@ PROFILE_VALUES: dict[str, dict[str, dict[str, Any]]] = {
         "gpu_type": {"pair": "wrn-40-2:wrn-16-2", "method": "KD", "teacher_epochs": 2, "student_epochs": 3,
                      "lr": 0.05, "batch_size": 64, "iec_min_seconds": 2.0},
         "analysis": {"redraw_only": False, "taus": [2, 5, 10], "tau_mui": 1e9, "mui_min": 1e6, "mui_max": 1e11,
-                     "representatives": ["vgg16 baseline", "vgg16 apoz", "quantization:best-gpu", "vgg13→vgg8 CRD", "proxyless"]},
+                     "representatives": ["nni-vgg16 baseline", "nni-vgg16 apoz",
+                                         "quantization:best-gpu", "vgg13→vgg8 CRD", "proxyless"]},
     },
     "paper": {
         # NNI's CIFAR baselines: 160 epochs, SGD lr 0.1, step decay (x0.1 at 50% and 75%).
         "environment": {"redraw_only": False},
         "paper_tables": {"taus": [2, 5, 10], "mui_min": 1e6, "mui_max": 1e11},
-        "baselines": {"models": ["vgg16", "vgg19", "resnet18"], "epochs": 160, "lr": 0.1,
+        "baselines": {"models": ["nni-vgg16", "nni-vgg19", "resnet18"], "epochs": 160, "lr": 0.1,
                       "schedule": "step", "graph_capture": False, "amp": False},
         # RepDistiller: 240 epochs, lr 0.05 divided by 10 at 150/180/210, batch 64 (see greenlib/distill)
-        "quantization": {"models": ["vgg16", "vgg19", "resnet18", "resnet56"], "base_epochs": 160,
+        "quantization": {"models": ["nni-vgg16", "nni-vgg19", "resnet18", "resnet56"], "base_epochs": 160,
                          "precisions": ["fp32", "fp16", "bf16", "int8"], "backend": "auto", "calib_images": 1024,
                          "calibrator": "histogram"},
-        "pruning": {"models": ["vgg16", "vgg19", "resnet18", "resnet34", "resnet50"],
+        "pruning": {"models": ["nni-vgg16", "nni-vgg19", "resnet18", "resnet34", "resnet50"],
                     "pruners": ["l1", "l2", "fpgm", "apoz", "taylor", "activation_mean"], "sparsity": 0.5,
                     "base_epochs": 160, "finetune_epochs": 160, "lr": 0.01, "prune_epochs": 1,
-                    "prune_iterations": 4},
+                    "prune_iterations": 4,
+                    # NNI 2.x's example: pruned-A layers, one mask update from one batch; Table 3's TEC
+                    # implies ~9-23 fine-tune epochs, not the text's 160 (docs/pruning.md)
+                    "scope": "pruned-a", "iterative_schedule": "nni2", "short_finetune_epochs": 20},
         "sampling_rate": {"model": "wrn-16-2", "epochs": 3, "base_interval_s": 0.02,
                           "smi_intervals_s": [0.1, 0.5, 1.0]},
         "distillation": {"pairs": ["vgg13:vgg8", "resnet56:resnet20", "resnet110:resnet32", "wrn-40-2:wrn-16-2",
@@ -300,7 +315,8 @@ PROFILE_VALUES: dict[str, dict[str, dict[str, Any]]] = {
         "gpu_type": {"pair": "wrn-40-2:wrn-16-2", "method": "KD", "teacher_epochs": 240, "student_epochs": 240,
                      "lr": 0.05, "batch_size": 64},
         "analysis": {"redraw_only": False, "taus": [2, 5, 10], "tau_mui": 1e9, "mui_min": 1e6, "mui_max": 1e11,
-                     "representatives": ["vgg16 baseline", "vgg16 apoz", "quantization:best-gpu", "vgg13→vgg8 CRD", "proxyless"]},
+                     "representatives": ["nni-vgg16 baseline", "nni-vgg16 apoz",
+                                         "quantization:best-gpu", "vgg13→vgg8 CRD", "proxyless"]},
     },
 }
 

@@ -121,6 +121,7 @@ def plan(profile: str) -> pd.DataFrame:
         add("02_pruning", "train", m, c, c.base_epochs)
         for p in c.pruners:
             add("02_pruning", "finetune", f"{m}/{p}", c, c.finetune_epochs)
+            add("02_pruning", "finetune", f"{m}/{p}", c, c.short_finetune_epochs)  # notebook 02's comparison
     c = section("quantization")
     for m in c.models:
         add("03_quantization", "train", m, c, c.base_epochs)

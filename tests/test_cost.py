@@ -86,9 +86,11 @@ def test_predict_refuses_without_rates_or_for_an_unmeasured_gpu(store):
 def test_plan_counts_every_stage_once():
     p = cost.plan("smoke")
     assert not p.duplicated(["kind", "key", "batch_size", "epochs", "images", "runs"]).any()
-    base = p[(p.kind == "train") & (p.key == "vgg16")]
+    base = p[(p.kind == "train") & (p.key == "nni-vgg16")]
     assert list(base.notebook) == ["01_baselines"]  # 02 and 03 reuse notebook 01's base model
-    assert set(p[p.kind == "finetune"].key) == {"vgg16/l1", "vgg16/fpgm", "vgg16/apoz"}
+    finetunes = p[p.kind == "finetune"]
+    assert set(finetunes.key) == {"nni-vgg16/l1", "nni-vgg16/fpgm", "nni-vgg16/apoz"}
+    assert sorted(finetunes.epochs.unique()) == [1, 2]  # notebook 02's short and long fine-tunes
     assert {"nas_search", "nas_retrain"} <= set(p.kind)
 
 

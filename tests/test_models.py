@@ -27,6 +27,8 @@ PARAMS = {
     "wrn-16-1": 180_916, "wrn-16-2": 703_284, "wrn-40-1": 569_780, "wrn-40-2": 2_255_156,
     "resnet18": 11_220_132, "resnet34": 21_328_292, "resnet50": 23_705_252,
     "mobilenetv2": 812_836, "shufflenetv1": 949_258, "shufflenetv2": 1_355_528,
+    # NNI's examples/model_compress/models/cifar10/vgg.py with a 100-class head (see test_nni_vgg_*)
+    "nni-vgg16": 15_033_892, "nni-vgg19": 20_344_868,
 }
 
 
@@ -155,20 +157,103 @@ def test_flops_positive_and_ordered():
     assert all(f > 0 for f in flops.values())
     assert flops["resnet110"] > flops["resnet56"] > flops["resnet20"] > flops["resnet8"]
     assert flops["vgg19"] > flops["vgg16"] > flops["vgg13"] > flops["vgg11"] > flops["vgg8"]
+    assert flops["nni-vgg19"] > flops["nni-vgg16"]
     assert flops["resnet32x4"] > flops["resnet8x4"]
     assert flops["wrn-40-2"] > flops["wrn-16-2"] > flops["wrn-16-1"]
     assert flops["resnet50"] > flops["resnet34"] > flops["resnet18"]
     assert flops["mobilenetv2"] < flops["shufflenetv1"] < flops["resnet20"]
 
 
+# --- NNI's VGG (the paper's baselines, pruning and quantization) ------------------------------------
+
+# NNI's defaultcfg (examples/model_compress/models/cifar10/vgg.py, lines 9-10): "M" is a max-pool.
+NNI_CFG = {
+    "nni-vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512],
+    "nni-vgg19": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512],
+}
+
+
+@pytest.mark.parametrize("name, params_m, mflops", [("nni-vgg16", 15.03, 627), ("nni-vgg19", 20.34, 797)])
+def test_nni_vgg_size_and_flops_as_the_issue_states(name, params_m, mflops):
+    info = model_info(name)  # torch's FLOP counter, on the meta device
+    assert round(info["params"] / 1e6, 2) == params_m
+    assert round(info["flops_per_image"] / 1e6) == mflops
+
+
+def test_repdistillers_vgg16_is_another_network():
+    # three pools, global average pool, one Linear: 14.77 M parameters and 796 MFLOPs on 100 classes
+    info = model_info("vgg16")
+    assert (round(info["params"] / 1e6, 2), round(info["flops_per_image"] / 1e6)) == (14.77, 796)
+
+
+@pytest.mark.parametrize("name", list(NNI_CFG))
+def test_nni_vgg_layout_is_nnis(name):
+    model = _model(name)
+    cfg, feature = NNI_CFG[name], list(model.feature)
+    # conv (no bias) -> BN -> ReLU per width, a max-pool per "M": NNI's make_layers, index for index
+    expected, in_ch = [], 3
+    for v in cfg:
+        if v == "M":
+            expected.append(("MaxPool2d", None))
+        else:
+            expected += [("Conv2d", (in_ch, v)), ("BatchNorm2d", v), ("ReLU", None)]
+            in_ch = v
+    got = [(type(m).__name__, (m.in_channels, m.out_channels) if isinstance(m, nn.Conv2d)
+            else m.num_features if isinstance(m, nn.BatchNorm2d) else None) for m in feature]
+    assert got == expected
+    assert all(m.bias is None and m.kernel_size == (3, 3) and m.padding == (1, 1)
+               for m in feature if isinstance(m, nn.Conv2d))
+    assert [type(m).__name__ for m in model.classifier] == ["Linear", "BatchNorm1d", "ReLU", "Linear"]
+    assert (model.classifier[0].in_features, model.classifier[0].out_features, model.classifier[3].out_features) \
+        == (512, 512, 100)
+    # the names NNI's pruning example gives (feature.0 = conv 1, feature.24 = VGG16's conv 8) hold here
+    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    assert convs[0] == "feature.0"
+    assert convs[7] == {"nni-vgg16": "feature.24", "nni-vgg19": "feature.23"}[name]
+    # the last map is 2x2 before AvgPool2d(2)
+    with torch.no_grad():
+        assert model.eval().feature(_images()).shape == (2, 512, 2, 2)
+
+
+def test_nni_vgg_flops_by_hand():
+    # convs at 32, 16, 8, 4 and 2 pixels (four pools), then Linear(512, 512) and Linear(512, 100)
+    macs, in_ch, hw = 0, 3, 32
+    for v in NNI_CFG["nni-vgg16"]:
+        if v == "M":
+            hw //= 2
+        else:
+            macs += 9 * in_ch * v * hw * hw
+            in_ch = v
+    macs += 512 * 512 + 512 * 100
+    assert model_info("nni-vgg16")["flops_per_image"] == 2 * macs
+
+
+def test_nni_vgg_init_as_nni():
+    model = build_model("nni-vgg16")
+    bn2d = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert all(torch.all(m.weight == 0.5) and torch.all(m.bias == 0) for m in bn2d)  # vgg.py line 59
+    bn1d = model.classifier[1]
+    assert torch.all(bn1d.weight == 1) and torch.all(bn1d.bias == 0)
+    conv = model.feature[40]  # 512 -> 512: N(0, 2 / (9 * 512))
+    assert conv.weight.std().item() == pytest.approx((2 / (9 * 512)) ** 0.5, rel=0.02)
+    for lin in (model.classifier[0], model.classifier[3]):
+        assert lin.weight.std().item() == pytest.approx(0.01, rel=0.1) and torch.all(lin.bias == 0)
+
+
+def test_nni_vgg_names_stay_in_the_zoo_beside_repdistillers():
+    assert {"vgg16", "vgg19", "nni-vgg16", "nni-vgg19"} <= set(config.ZOO_NAMES)
+    assert type(_model("vgg16")).__name__ == "VGG" and type(_model("nni-vgg16")).__name__ == "NNIVGG"
+
+
 # --- structure: init, pruning and graph capture ---------------------------------------------------
 
 @pytest.mark.parametrize("name", NAMES)
 def test_only_plain_layers_hold_parameters(name):
-    # NNI's pruners and speed-up understand these three; anything else would hide weights.
+    # NNI's pruners and speed-up understand these; anything else would hide weights. (BatchNorm1d:
+    # the head of NNI's own VGG.)
     for module in _model(name).modules():
         if any(True for _ in module.parameters(recurse=False)):
-            assert type(module) in (nn.Conv2d, nn.BatchNorm2d, nn.Linear), type(module)
+            assert type(module) in (nn.Conv2d, nn.BatchNorm2d, nn.Linear, nn.BatchNorm1d), type(module)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -3,6 +3,8 @@ import json
 import subprocess
 import sys
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -307,6 +309,181 @@ def test_iterative_schedule_raises_sparsity_linearly_to_its_target(name, monkeyp
     assert seen == [0.25, 0.5]
 
 
+# -- NNI 2.x's schedule for the iterative pruners (issue 17, item 3) --------------------------------
+
+def test_schedules_and_scopes_are_the_configs_choices():
+    schema = config.SECTIONS["pruning"]
+    assert tuple(prune.ITERATIVE_SCHEDULES) == schema["iterative_schedule"].choices
+    assert tuple(prune.SCOPES) == schema["scope"].choices
+    with pytest.raises(ValueError, match=r"unknown iterative schedule 'agp'; accepted: nni2, linear"):
+        prune.get_iterative_schedule("agp")
+    with pytest.raises(ValueError, match=r"unknown pruning scope 'A'; accepted: pruned-a, every-conv"):
+        prune.check_scope("A")
+
+
+@pytest.mark.parametrize("profile", config.PROFILES)
+def test_profiles_prune_as_nnis_example(profile):
+    cfg = config.resolve("pruning", profile=profile)
+    assert cfg.scope == "pruned-a" and cfg.iterative_schedule == "nni2"
+    assert "nni-vgg16" in cfg.models and "vgg16" not in cfg.models
+    short, long = prune.finetune_lengths(cfg)
+    assert short < long
+    if profile == "paper":
+        assert (short, long, cfg.prune_epochs) == (20, 160, 1)  # Table 3's TEC vs the text's 160; NNI: 1 epoch
+        assert cfg.prune_iterations == 4  # the "4 updates" variant, used with iterative_schedule="linear"
+
+
+@pytest.mark.parametrize("name", ["apoz", "activation_mean", "taylor"])
+def test_nni2_schedule_masks_once_at_the_target_from_the_first_batch_and_trains_on(name, data, monkeypatch):
+    _, train, x = data
+    assert len(train) == 2  # two batches: statistics from all steps would read both
+    from nni.compression.pruning import TaylorPruner
+
+    updates, collected = [], []
+    target_cls = {"apoz": prune.APoZPruner, "activation_mean": prune.ActivationMeanPruner, "taylor": TaylorPruner}[name]
+    original = target_cls.update_masks
+
+    def record(self, masks):
+        kept = [float(m["weight"].flatten(1).any(1).float().mean()) for m in masks.values()
+                if m.get("weight") is not None and m["weight"].dim() > 1]  # conv weights, not BatchNorm's
+        updates.append((self._current_step, min(kept)))
+        original(self, masks)
+
+    monkeypatch.setattr(target_cls, "update_masks", record)
+    if name != "taylor":
+        totals = target_cls.channel_totals
+        monkeypatch.setattr(target_cls, "channel_totals", lambda self, a: collected.append(1) or totals(self, a))
+    model = build_model("resnet8")
+    n_convs = sum(isinstance(m, nn.Conv2d) for m in model.modules())
+    with Tracer(source="auto", interval_s=0.05) as tracer:
+        result = prune.prune(model, name, 0.5, tracer, x, loader=train, epochs=1, iterations=4, schedule="nni2",
+                             progress=False)
+    assert updates == [(1, 0.5)]  # one update, after the first step, at the target sparsity (not ramped)
+    assert result.mask_updates == 1 and result.summary["iterative_schedule"] == "nni2"
+    assert result.summary["statistic_steps"] == 1 and result.summary["interval_steps"] == 2
+    if name != "taylor":
+        assert len(collected) == n_convs  # each pruned conv's activations of one batch, not of both
+    epochs = result.summary["epochs"]
+    assert len(epochs) == 1 and epochs[0]["images"] == 64  # both batches: the epoch goes on after the masks
+    assert result.after["flops_per_image"] < 0.5 * result.before["flops_per_image"]
+
+
+def test_linear_schedule_reads_every_step_and_keeps_its_updates(data, monkeypatch):
+    _, train, x = data
+    collected = []
+    totals = prune.APoZPruner.channel_totals
+    monkeypatch.setattr(prune.APoZPruner, "channel_totals", lambda self, a: collected.append(1) or totals(self, a))
+    model = build_model("resnet8")
+    n_convs = sum(isinstance(m, nn.Conv2d) for m in model.modules())
+    with Tracer(source="auto", interval_s=0.05) as tracer:
+        result = prune.prune(model, "apoz", 0.5, tracer, x, loader=train, epochs=1, iterations=1, schedule="linear",
+                             progress=False)
+    assert len(collected) == 2 * n_convs and result.summary["statistic_steps"] == 2
+
+
+# -- the pruning scope (issue 17, item 2) -----------------------------------------------------------
+
+def test_pruned_a_is_nnis_example_list_on_nnis_vgg16():
+    model = build_model("nni-vgg16")
+    choice = prune.resolve_scope("pruned-a", "nni-vgg16", model)
+    # basic_pruners_torch.py (NNI v2.3) line 255, verbatim
+    assert choice.layers == ("feature.0", "feature.24", "feature.27", "feature.30", "feature.34", "feature.37")
+    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    assert [convs.index(n) + 1 for n in choice.layers] == [1, 8, 9, 10, 11, 12]
+    assert choice.applied == "pruned-a" and "convs 1, 8, 9, 10, 11, 12 of 13" in choice.note
+
+
+def test_pruned_a_on_nnis_vgg19_skips_the_names_that_are_batchnorms_as_nnis_example():
+    model = build_model("nni-vgg19")
+    choice = prune.resolve_scope("pruned-a", "nni-vgg19", model)
+    assert choice.layers == ("feature.0", "feature.27", "feature.30")
+    assert all(isinstance(model.get_submodule(n), nn.BatchNorm2d) for n in ("feature.24", "feature.34", "feature.37"))
+    assert "convs 1, 9, 10 of 16" in choice.note and "skipped" in choice.note
+
+
+@pytest.mark.parametrize("name", ["resnet8", "resnet18", "vgg16"])
+def test_pruned_a_falls_back_to_every_conv_where_nnis_list_names_no_layer_and_says_so(name):
+    choice = prune.resolve_scope("pruned-a", name, build_model(name))
+    assert choice.requested == "pruned-a" and choice.applied == "every-conv" and choice.layers is None
+    assert f"names no layer of {name}" in choice.note and "dependency-aware" in choice.note
+
+
+def test_config_list_with_layers_prunes_only_those_and_rejects_others(data):
+    _, _, x = data
+    model = build_model("nni-vgg16")
+    layers = prune.resolve_scope("pruned-a", "nni-vgg16", model).layers
+    cfg = prune.config_list(model, 0.5, x, layers=layers)
+    pruned = sorted(n for c in cfg if "sparse_ratio" in c for n in c["op_names"])
+    assert pruned == sorted(layers)
+    aligned = sorted(c["target_settings"]["weight"]["align"]["module_name"] for c in cfg if "target_settings" in c)
+    assert aligned == sorted(layers)  # only the pruned convs' BatchNorms follow
+    with pytest.raises(ValueError, match=r"layers \['feature.1'\] are not Conv2d modules"):
+        prune.config_list(model, 0.5, x, layers=["feature.0", "feature.1"])
+
+
+@pytest.mark.parametrize("scope, low, high", [("pruned-a", 0.55, 0.72), ("every-conv", 0.2, 0.3)])
+def test_default_scope_on_nnis_vgg16_keeps_pruned_a_flops(scope, low, high, data):
+    # the issue: pruned-A keeps about 0.6 of VGG16's FLOPs (the paper's APoZ/baseline IEC: 0.63);
+    # every conv at 50% keeps a quarter (what greenlib did before)
+    assert config.resolve("pruning", profile="paper").scope == "pruned-a"
+    _, _, x = data
+    model = build_model("nni-vgg16")
+    layers = prune.resolve_scope(scope, "nni-vgg16", model).layers
+    with Tracer(source="auto", interval_s=0.05) as tracer:
+        result = prune.prune(model, "l1", 0.5, tracer, x, layers=layers, progress=False)
+    ratio = result.after["flops_per_image"] / result.before["flops_per_image"]
+    assert low <= ratio <= high
+    if scope == "pruned-a":
+        convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+        assert [c.out_channels for c in convs] == [32, 64, 128, 128, 256, 256, 256, 256, 256, 256, 256, 256, 512]
+
+
+# -- the paper's numbers beside ours (issue 17, items 2 and 4) ----------------------------------------
+
+def test_paper_pruning_rows_imply_a_short_fine_tune_and_an_iec_ratio_near_pruned_a():
+    rows = prune.compare.paper_pruning()
+    assert set(rows["model"]) == {"nni-vgg16"} and len(rows) == 6
+    apoz = rows.set_index("method").loc["APoZ Pruner"]
+    assert apoz["iec_ratio"] == pytest.approx(5.612e-7 / 8.931e-7)  # ~0.63
+    # Table 3/5 pruning TEC is 8-20 W·h above VGG16's 138.59: 9-23 epochs of the 160-epoch base
+    over = rows["tec_over_base_wh"]
+    assert over.min() == pytest.approx(8.11) and over.max() == pytest.approx(19.77)
+    assert 9 < rows["base_epochs_equivalent"].min() < 10 and 22 < rows["base_epochs_equivalent"].max() < 23
+    assert rows["crossover_mui"].between(1e7, 1e9).all()  # each pruner overtakes the baseline at some MUI
+
+
+def _fake_runs():
+    base = {"model": "nni-vgg16", "hardware": "GPU", "base_acc": 0.8, "tec_base_wh": 100.0, "base_iec_wh": 1e-6,
+            "dataset": "synthetic", "flops_ratio": 0.66, "params_ratio": 0.41, "scope_applied": "pruned-a"}
+    rows = []
+    for ft, tec_ft, acc in ((20, 10.0, 0.78), (160, 80.0, 0.79)):
+        for seed in (0, 1):
+            rows.append(base | {"pruner": "apoz", "method": "APoZ Pruner", "seed": seed, "finetune_epochs": ft,
+                                "acc": acc, "tec_finetune_wh": tec_ft, "tec_wh": 100.0 + 1.0 + tec_ft,
+                                "iec_wh": 6e-7})
+    return pd.DataFrame(rows)
+
+
+def test_finetune_comparison_gives_g_and_the_crossover_with_the_base_per_length():
+    comp = prune.compare.finetune_comparison(_fake_runs(), muis=(1e9,)).set_index("label")
+    assert list(comp.index) == ["nni-vgg16 baseline", "apoz · 20 ft epochs", "apoz · 160 ft epochs"]
+    short, long = comp.loc["apoz · 20 ft epochs"], comp.loc["apoz · 160 ft epochs"]
+    # crossover by hand: A (m Ib + Tb) = B (m Ia + Ta), A = 0.78^2 (pruned), B = 0.8^2 (base)
+    a, b = 0.78 ** 2, 0.8 ** 2
+    assert short["crossover_mui"] == pytest.approx((a * 100.0 - b * 111.0) / (b * 6e-7 - a * 1e-6))
+    assert long["crossover_mui"] > short["crossover_mui"]  # the long fine-tune pays off only at a higher MUI
+    assert short["G(1B)"] == pytest.approx(1e4 * 0.78 ** 2 / (1e9 * 6e-7 + 111.0))
+    assert comp.loc["nni-vgg16 baseline", "G(1B)"] == pytest.approx(1e4 * 0.64 / (1e3 + 100.0))
+    assert short["n_seeds"] == 2 and np.isnan(comp.loc["nni-vgg16 baseline", "crossover_mui"])
+
+
+def test_size_ratios_sit_beside_the_papers_iec_ratio():
+    ratios = prune.compare.size_ratios(_fake_runs()).iloc[0]
+    assert (ratios["flops_ratio"], ratios["params_ratio"]) == (0.66, 0.41)
+    assert ratios["iec_ratio"] == pytest.approx(0.6)
+    assert ratios["paper_iec_ratio"] == pytest.approx(5.612e-7 / 8.931e-7)
+
+
 # -- the pruning run -------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -343,6 +520,12 @@ def test_run_pruning_writes_complete_folders_and_reuses_the_base(ctx, monkeypatc
         m, cfg = res["metrics"], res["config"]
         assert cfg["kind"] == "pruning" and cfg["pruner"] == pruner and cfg["sparsity"] == 0.5
         assert cfg["prune_epochs"] == (1 if pruner == "apoz" else 0)
+        assert cfg["scope"] == "pruned-a" and cfg["iterative_schedule"] == ("nni2" if pruner == "apoz" else "none")
+        assert cfg["prune_iterations"] == 1 and cfg["finetune_epochs"] == ctx.cfg.finetune_epochs
+        # NNI's example names no resnet8 layer: every conv, and the record says so
+        assert m["scope_applied"] == "every-conv" and m["pruned_layers"] is None and "names no layer" in m["scope_note"]
+        assert m["flops_ratio"] == m["flops_per_image"] / m["flops_before"] and 0 < m["flops_ratio"] < 0.5
+        assert m["params_ratio"] == m["params"] / m["params_before"]
         assert m["tec_base_wh"] == base["metrics"]["tec_wh"] == res["stages"]["base_training"]["energy_wh"]
         assert res["stages"]["base_training"]["reused_from"] == base["run_id"]
         assert m["tec_prune_wh"] == res["stages"]["pruning"]["energy_wh"] > 0

@@ -12,6 +12,7 @@ from typing import Callable, Mapping
 from torch import nn
 
 from .mobilenetv2 import MobileNetV2
+from .nni_vgg import NNIVGG
 from .resnet import cifar_resnet, resnet_cifar_stem
 from .shufflenet import ShuffleNetV1, ShuffleNetV2
 from .vgg import VGG
@@ -24,6 +25,9 @@ MODELS: Mapping[str, Callable[..., nn.Module]] = MappingProxyType({
     "vgg13": partial(VGG, 13),
     "vgg16": partial(VGG, 16),
     "vgg19": partial(VGG, 19),
+    # NNI's CIFAR VGG (examples/model_compress/models/cifar10/vgg.py): the paper's baselines, pruning, quantization
+    "nni-vgg16": partial(NNIVGG, 16),
+    "nni-vgg19": partial(NNIVGG, 19),
     # CIFAR ResNets, 16-32-64 (He et al. 2016, sec. 4.2)
     "resnet8": partial(cifar_resnet, 8),
     "resnet14": partial(cifar_resnet, 14),
@@ -49,6 +53,18 @@ MODELS: Mapping[str, Callable[..., nn.Module]] = MappingProxyType({
     "shufflenetv1": ShuffleNetV1,
     "shufflenetv2": ShuffleNetV2,
 })
+
+
+# The zoo model each of the paper's model names stands for in its NNI-based rows (Tables 3 and 5:
+# baselines, pruning, quantization, trained with NNI's example models). Its distillation rows
+# (VGG13 -> VGG8, ...) are RepDistiller's models, the zoo's plain names.
+NNI_PAPER_MODELS: Mapping[str, str] = MappingProxyType({"VGG16": "nni-vgg16", "VGG19": "nni-vgg19"})
+
+
+def nni_zoo_name(paper_model: str) -> str:
+    """The zoo name of a model of the paper's baseline/pruning/quantization rows: ``"VGG16"`` ->
+    ``"nni-vgg16"``; other names lower-cased (``"ResNet18"`` -> ``"resnet18"``)."""
+    return NNI_PAPER_MODELS.get(paper_model, paper_model.lower())
 
 
 def build_model(name: str, num_classes: int = 100) -> nn.Module:

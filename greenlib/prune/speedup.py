@@ -1,8 +1,9 @@
 """From a model and a sparsity to NNI's config list, and from masks to a physically smaller model.
 
-- :func:`config_list`: every ``Conv2d`` loses ``sparsity`` of its filters. Convs whose outputs are
-  added (residual blocks) share one ``dependency_group_id`` so they drop the same channels (else
-  the sum would not line up after speed-up); each BatchNorm right after a pruned conv is
+- :func:`config_list`: every ``Conv2d`` (or those a scope names, :mod:`.scope`) loses ``sparsity``
+  of its filters. Convs whose outputs are added (residual blocks) share one
+  ``dependency_group_id`` so they drop the same channels (else the sum would not line up after
+  speed-up); each BatchNorm right after a pruned conv is
   ``align``-ed to it, so the masked model zeroes exactly the channels speed-up removes (without
   this, a masked conv's BatchNorm still emits its shift and the masked and sped-up models differ).
 - :func:`speedup_model`: NNI 3.0's ``ModelSpeedup`` replaces each layer by a smaller one; the result is
@@ -18,7 +19,7 @@ import contextlib
 import inspect
 import io
 import logging
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Sequence
 
 import torch
 from nni.common.concrete_trace_utils import concrete_trace
@@ -64,12 +65,24 @@ def conv_bn_pairs(gm: GraphModule) -> dict[str, str]:
 
 
 def config_list(model: nn.Module, sparsity: float, example: torch.Tensor,
-                gm: GraphModule | None = None) -> List[Dict[str, Any]]:
-    """NNI 3.0 config list: every Conv2d at ``sparsity`` (filters), residual convs grouped,
-    each conv's BatchNorm aligned to it. ``sparsity`` must lie in (0, 1)."""
+                gm: GraphModule | None = None, layers: Sequence[str] | None = None) -> List[Dict[str, Any]]:
+    """NNI 3.0 config list: every Conv2d (or only the Conv2d named in ``layers``) at ``sparsity``
+    (filters), residual convs grouped, each conv's BatchNorm aligned to it.
+
+    ``sparsity`` must lie in (0, 1); ``layers``, if given, must name Conv2d modules of ``model``
+    (ValueError naming the others).
+    """
     check_sparsity(sparsity)
+    selected: Dict[str, Any] = {"op_types": ["Conv2d"], "sparse_ratio": float(sparsity)}
+    if layers is not None:
+        convs_here = {n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+        bad = [n for n in layers if n not in convs_here]
+        if bad or not layers:
+            raise ValueError(f"layers {bad or list(layers)} are not Conv2d modules of the model; "
+                             f"its convs: {', '.join(sorted(convs_here))}")
+        selected["op_names"] = list(layers)
     gm = gm if gm is not None else trace(model, example)
-    convs = auto_set_denpendency_group_ids(gm, [{"op_types": ["Conv2d"], "sparse_ratio": float(sparsity)}])
+    convs = auto_set_denpendency_group_ids(gm, [selected])
     pruned = {name for c in convs for name in c["op_names"]}
     aligned = [{"op_names": [bn], "target_names": ["weight", "bias"],
                 "target_settings": {t: {"align": {"module_name": conv, "target_name": "weight", "dims": [0]}}
