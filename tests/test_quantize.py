@@ -475,3 +475,12 @@ def test_gpu_notebook_measures_fp16_on_the_gpu_and_int8_on_the_cpu():
     tf32 = quant.run_quantized(gctx, "resnet8", "tf32", seed=0, progress=False)
     assert tf32["config"]["tf32"] is True and tf32["metrics"]["iec_stack"] == "PyTorch tf32, batch 16, TF32 on"
     assert tf32["run_id"] != fp32["run_id"]
+
+
+def test_paper_rows_find_the_papers_vgg16_under_its_zoo_name():
+    # the paper's VGG16 is NNI's (nni-vgg16); a lower-cased "vgg16" would name RepDistiller's and find nothing
+    from greenlib.quantize import tables
+
+    rows = tables.paper_rows(["nni-vgg16"])
+    assert set(rows["precision"]) == {"fp32", "fp16", "int8"}
+    assert tables.paper_rows(["vgg16"]).empty

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .. import paper, report
+from ..models import nni_zoo_name
 from .base import PRECISIONS
 
 KEYS: tuple[str, ...] = ("model", "precision", "backend", "deploy_device", "deploy_hardware")
@@ -44,7 +45,7 @@ def summary(runs: pd.DataFrame) -> pd.DataFrame:
 def paper_rows(models) -> pd.DataFrame:
     """The paper's Table 3 rows for ``models``: Quantization (TensorRT FP16/INT8) and the
     baseline as the fp32 row. Inference ran on a TITAN V (Section 4.1)."""
-    t3 = paper.load_table3().assign(model=lambda d: d["model"].str.lower())
+    t3 = paper.load_table3().assign(model=lambda d: d["model"].map(nni_zoo_name))  # VGG16 -> nni-vgg16
     rows = t3[t3["family"].isin(["Quantization", "Baseline"]) & t3["model"].isin(list(models))]
     quantized = rows["family"] == "Quantization"
     return rows.assign(precision=rows["method"].str.lower().where(quantized, "fp32"),
