@@ -31,7 +31,7 @@ from ..config import Resolved
 from ..experiments import Context, hardware_name, inference_images, shared_config
 from ..io import atomic_torch_save
 from ..models import MODELS, model_info
-from ..train import TrainConfig, seed_everything
+from ..train import TrainConfig, eager_stage, seed_everything
 from .registry import get_pruner
 from .schedule import MOMENTUM, WEIGHT_DECAY, prune
 from .speedup import check_sparsity
@@ -40,8 +40,9 @@ FINETUNE_SCHEDULE = "step"  # NNI's pruning example: x0.1 at 50% and 75% of the 
 
 
 def finetune_train_config(cfg: Resolved) -> TrainConfig:
+    """Fine-tuning of the sped-up (smaller, plain) model: graphed where ``graph_capture`` asks."""
     return TrainConfig(epochs=cfg.finetune_epochs, lr=cfg.lr, schedule=FINETUNE_SCHEDULE, momentum=MOMENTUM,
-                       weight_decay=WEIGHT_DECAY)
+                       weight_decay=WEIGHT_DECAY, graph_capture=cfg.graph_capture, eval_every=cfg.eval_every)
 
 
 def pruning_config(cfg: Resolved, pruner: str) -> dict[str, Any]:
@@ -58,7 +59,8 @@ def pruning_config(cfg: Resolved, pruner: str) -> dict[str, Any]:
             "prune_epochs": cfg.prune_epochs if spec.iterative else 0,
             "prune_iterations": cfg.prune_iterations if spec.iterative else 1,
             "finetune_epochs": t.epochs, "lr": t.lr, "finetune_schedule": t.schedule, "momentum": t.momentum,
-            "weight_decay": t.weight_decay, **shared_config(cfg)}
+            "weight_decay": t.weight_decay, "graph_capture": t.graph_capture, "eval_every": t.eval_every,
+            **shared_config(cfg)}
 
 
 def stored_prunings(cfg: Resolved) -> "pandas.DataFrame":
@@ -104,7 +106,8 @@ def run_pruning(ctx: Context, model_name: str, pruner: str, seed: int, progress:
             pruning = result.summary | {"params_before": result.before["params"],
                                         "flops_before": result.before["flops_per_image"],
                                         "params_after": result.after["params"],
-                                        "flops_after": result.after["flops_per_image"]}
+                                        "flops_after": result.after["flops_per_image"],
+                                        **eager_stage("pruning", "pruning statistics")}
             model = result.model
             atomic_torch_save(model, pruned_path)  # before the stage: a stored stage implies the model
             run.save_stage("pruning", pruning, experiments.stage_samples(tracer, pruning))
