@@ -189,6 +189,7 @@ SECTIONS: dict[str, dict[str, Param]] = {
         "graph_capture": _GRAPH_CAPTURE,
         "eval_every": _EVAL_EVERY,
     },
+    "harness_overhead": {"redraw_only": _COMMON["redraw_only"]},  # notebook 13: reads data/measurements/overhead
     "analysis": {
         "redraw_only": _COMMON["redraw_only"],
         "taus": Param(list, "accuracy tolerances tau (Table 5, Figure 6, crossover tables)"),
@@ -244,6 +245,7 @@ PROFILE_VALUES: dict[str, dict[str, dict[str, Any]]] = {
                        "student_epochs": 1, "lr": 0.05, "lr_scaling": "fixed"},
         "gpu_type": {"pair": "wrn-40-2:wrn-16-2", "method": "KD", "teacher_epochs": 1, "student_epochs": 1,
                      "lr": 0.05},
+        "harness_overhead": {"redraw_only": False},
         "analysis": {"redraw_only": False, "taus": [2, 5, 10], "tau_mui": 1e9, "mui_min": 1e6, "mui_max": 1e11,
                      "representatives": ["vgg16 baseline", "vgg16 apoz", "vgg16 fp16", "resnet20→resnet8 CRD", "darts"]},
     },
@@ -274,6 +276,7 @@ PROFILE_VALUES: dict[str, dict[str, dict[str, Any]]] = {
                        "lr": 0.05, "lr_scaling": "fixed", "iec_min_seconds": 2.0},
         "gpu_type": {"pair": "wrn-40-2:wrn-16-2", "method": "KD", "teacher_epochs": 2, "student_epochs": 3,
                      "lr": 0.05, "batch_size": 64, "iec_min_seconds": 2.0},
+        "harness_overhead": {"redraw_only": False},
         "analysis": {"redraw_only": False, "taus": [2, 5, 10], "tau_mui": 1e9, "mui_min": 1e6, "mui_max": 1e11,
                      "representatives": ["vgg16 baseline", "vgg16 apoz", "vgg16 fp16", "vgg13→vgg8 CRD", "proxyless"]},
     },
@@ -309,6 +312,7 @@ PROFILE_VALUES: dict[str, dict[str, dict[str, Any]]] = {
                        "lr": 0.05, "lr_scaling": "fixed"},
         "gpu_type": {"pair": "wrn-40-2:wrn-16-2", "method": "KD", "teacher_epochs": 240, "student_epochs": 240,
                      "lr": 0.05, "batch_size": 64},
+        "harness_overhead": {"redraw_only": False},
         "analysis": {"redraw_only": False, "taus": [2, 5, 10], "tau_mui": 1e9, "mui_min": 1e6, "mui_max": 1e11,
                      "representatives": ["vgg16 baseline", "vgg16 apoz", "vgg16 int8", "vgg13→vgg8 CRD", "proxyless"]},
     },
