@@ -80,6 +80,12 @@ COMMON_PARAMS: tuple[str, ...] = tuple(_COMMON)
 """Parameters every training notebook shares (data, device, measurement, seeds, caching)."""
 
 _TEACHER_EPOCHS = Param(int, "teacher training epochs (a 'teacher' run with RepDistiller's recipe, shared)", min=1)
+# Every section that trains: whole-step CUDA graphs (stages that cannot be captured run eagerly and
+# say so, greenlib.train.EAGER_STAGES) and the per-epoch test accuracy (not in TEC).
+_GRAPH_CAPTURE = Param(bool, "capture each training step in a CUDA graph (CUDA only; eager elsewhere, recorded)")
+_EVAL_EVERY = Param(int, "test accuracy after every N-th epoch, outside the traced epochs; 0: never", min=0)
+TRAINING_PARAMS: tuple[str, ...] = ("graph_capture", "eval_every")
+"""Training parameters a family's base model or teacher inherits from the family's section."""
 
 SECTIONS: dict[str, dict[str, Param]] = {
     "environment": {"redraw_only": _COMMON["redraw_only"]},
@@ -94,7 +100,8 @@ SECTIONS: dict[str, dict[str, Param]] = {
         "epochs": Param(int, "base-training epochs", min=1),
         "lr": Param(float, "initial learning rate (SGD)", min=0.0, min_exclusive=True),
         "schedule": Param(str, "learning-rate schedule", choices=("step", "cosine")),
-        "graph_capture": Param(bool, "capture the training step in a CUDA graph (GPU only)"),
+        "graph_capture": _GRAPH_CAPTURE,
+        "eval_every": _EVAL_EVERY,
         "amp": Param(bool, "mixed precision (bf16 autocast) training; the paper used fp32"),
     },
     "quantization": {
@@ -128,6 +135,8 @@ SECTIONS: dict[str, dict[str, Param]] = {
         "iterative_schedule": Param(str, "iterative pruners' masks: nni2 (NNI 2.x's example: one update from the first "
                                     "batch) or linear (prune_iterations updates)", choices=("nni2", "linear")),
         "short_finetune_epochs": Param(int, "the short fine-tune notebook 02 compares with finetune_epochs", min=1),
+        "graph_capture": _GRAPH_CAPTURE,
+        "eval_every": _EVAL_EVERY,
     },
     "sampling_rate": {
         **_COMMON,
@@ -149,6 +158,8 @@ SECTIONS: dict[str, dict[str, Param]] = {
         "acc_source": Param(str, "accuracy in tables and G: our measurement or the CRD paper's",
                             choices=("measured", "cited")),
         "iec_shared": Param(bool, "measure IEC once per student architecture and share it across methods"),
+        "graph_capture": _GRAPH_CAPTURE,
+        "eval_every": _EVAL_EVERY,
     },
     "nas": {
         **_COMMON,
@@ -168,6 +179,8 @@ SECTIONS: dict[str, dict[str, Param]] = {
         "retrain_cells": Param(int, "DARTS: cells of the retrained network (DARTS: 20)", min=3),
         "lr": Param(float, "learning rate of the supernet's weights and of the retraining (SGD, cosine)",
                     min=0.0, min_exclusive=True),
+        "graph_capture": _GRAPH_CAPTURE,
+        "eval_every": _EVAL_EVERY,
     },
     "batch_size": {
         **_COMMON,
@@ -180,6 +193,8 @@ SECTIONS: dict[str, dict[str, Param]] = {
                     min_exclusive=True),
         "lr_scaling": Param(str, "fixed: the same lr at every batch size; linear: lr x batch/64",
                             choices=("fixed", "linear")),
+        "graph_capture": _GRAPH_CAPTURE,
+        "eval_every": _EVAL_EVERY,
     },
     "gpu_type": {
         **_COMMON,
@@ -188,7 +203,10 @@ SECTIONS: dict[str, dict[str, Param]] = {
         "teacher_epochs": _TEACHER_EPOCHS,
         "student_epochs": Param(int, "distillation epochs measured (Table 4 is per epoch)", min=1),
         "lr": Param(float, "student learning rate", min=0.0, min_exclusive=True),
+        "graph_capture": _GRAPH_CAPTURE,
+        "eval_every": _EVAL_EVERY,
     },
+    "harness_overhead": {"redraw_only": _COMMON["redraw_only"]},  # notebook 13: reads data/measurements/overhead
     "analysis": {
         "redraw_only": _COMMON["redraw_only"],
         "taus": Param(list, "accuracy tolerances tau (Table 5, Figure 6, crossover tables)"),
@@ -206,16 +224,19 @@ _COMMON_VALUES: dict[str, dict[str, Any]] = {
         "dataset": "auto", "data_root": "", "device": "cpu", "train_size": 128, "test_size": 128,
         "batch_size": 64, "loader": "gpu", "energy_source": "auto", "sampling_interval_s": 0.1,
         "iec_batch_size": 64, "iec_min_seconds": 0.3, "seeds": [0], "force": False, "redraw_only": False,
+        "graph_capture": False, "eval_every": 1,  # the CPU: nothing to capture
     },
     "quick": {
         "dataset": "cifar100", "data_root": "", "device": "auto", "train_size": 50_000, "test_size": 10_000,
         "batch_size": 128, "loader": "gpu", "energy_source": "auto", "sampling_interval_s": 0.1,
         "iec_batch_size": 128, "iec_min_seconds": 5.0, "seeds": [0], "force": False, "redraw_only": False,
+        "graph_capture": True, "eval_every": 1,  # whole-step CUDA graphs: no Python launch overhead in TEC
     },
     "paper": {
         "dataset": "cifar100", "data_root": "", "device": "auto", "train_size": 50_000, "test_size": 10_000,
         "batch_size": 128, "loader": "gpu", "energy_source": "auto", "sampling_interval_s": 0.1,
         "iec_batch_size": 128, "iec_min_seconds": 10.0, "seeds": [0, 1, 2], "force": False, "redraw_only": False,
+        "graph_capture": True, "eval_every": 1,  # whole-step CUDA graphs: no Python launch overhead in TEC
     },
 }
 
@@ -224,7 +245,7 @@ PROFILE_VALUES: dict[str, dict[str, dict[str, Any]]] = {
         "environment": {"redraw_only": False},
         "paper_tables": {"taus": [2, 5, 10], "mui_min": 1e6, "mui_max": 1e11},
         "baselines": {"models": ["nni-vgg16", "resnet18"], "epochs": 2, "lr": 0.05,
-                      "schedule": "cosine", "graph_capture": False, "amp": False},
+                      "schedule": "cosine", "amp": False},
         "quantization": {"models": ["nni-vgg16"], "base_epochs": 2, "precisions": ["fp32", "fp16", "bf16", "int8"],
                          "backend": "auto", "calib_images": 64,
                          "calibrator": "histogram"},
@@ -242,6 +263,7 @@ PROFILE_VALUES: dict[str, dict[str, dict[str, Any]]] = {
                        "student_epochs": 1, "lr": 0.05, "lr_scaling": "fixed"},
         "gpu_type": {"pair": "wrn-40-2:wrn-16-2", "method": "KD", "teacher_epochs": 1, "student_epochs": 1,
                      "lr": 0.05},
+        "harness_overhead": {"redraw_only": False},
         "analysis": {"redraw_only": False, "taus": [2, 5, 10], "tau_mui": 1e9, "mui_min": 1e6, "mui_max": 1e11,
                      "representatives": ["nni-vgg16 baseline", "nni-vgg16 apoz",
                                          "quantization:best-gpu", "resnet20→resnet8 CRD", "darts"]},
@@ -250,7 +272,7 @@ PROFILE_VALUES: dict[str, dict[str, dict[str, Any]]] = {
         "environment": {"redraw_only": False},
         "paper_tables": {"taus": [2, 5, 10], "mui_min": 1e6, "mui_max": 1e11},
         "baselines": {"models": ["nni-vgg16", "nni-vgg19", "resnet18"], "epochs": 10, "lr": 0.05,
-                      "schedule": "cosine", "graph_capture": False, "amp": False},
+                      "schedule": "cosine", "amp": False},
         "quantization": {"models": ["nni-vgg16", "resnet18", "resnet56"], "base_epochs": 10,
                          "precisions": ["fp32", "fp16", "bf16", "int8"], "backend": "auto", "calib_images": 1024,
                          "calibrator": "histogram"},
@@ -274,6 +296,7 @@ PROFILE_VALUES: dict[str, dict[str, dict[str, Any]]] = {
                        "lr": 0.05, "lr_scaling": "fixed", "iec_min_seconds": 2.0},
         "gpu_type": {"pair": "wrn-40-2:wrn-16-2", "method": "KD", "teacher_epochs": 2, "student_epochs": 3,
                      "lr": 0.05, "batch_size": 64, "iec_min_seconds": 2.0},
+        "harness_overhead": {"redraw_only": False},
         "analysis": {"redraw_only": False, "taus": [2, 5, 10], "tau_mui": 1e9, "mui_min": 1e6, "mui_max": 1e11,
                      "representatives": ["nni-vgg16 baseline", "nni-vgg16 apoz",
                                          "quantization:best-gpu", "vgg13→vgg8 CRD", "proxyless"]},
@@ -283,7 +306,7 @@ PROFILE_VALUES: dict[str, dict[str, dict[str, Any]]] = {
         "environment": {"redraw_only": False},
         "paper_tables": {"taus": [2, 5, 10], "mui_min": 1e6, "mui_max": 1e11},
         "baselines": {"models": ["nni-vgg16", "nni-vgg19", "resnet18"], "epochs": 160, "lr": 0.1,
-                      "schedule": "step", "graph_capture": False, "amp": False},
+                      "schedule": "step", "amp": False},
         # RepDistiller: 240 epochs, lr 0.05 divided by 10 at 150/180/210, batch 64 (see greenlib/distill)
         "quantization": {"models": ["nni-vgg16", "nni-vgg19", "resnet18", "resnet56"], "base_epochs": 160,
                          "precisions": ["fp32", "fp16", "bf16", "int8"], "backend": "auto", "calib_images": 1024,
@@ -314,6 +337,7 @@ PROFILE_VALUES: dict[str, dict[str, dict[str, Any]]] = {
                        "lr": 0.05, "lr_scaling": "fixed"},
         "gpu_type": {"pair": "wrn-40-2:wrn-16-2", "method": "KD", "teacher_epochs": 240, "student_epochs": 240,
                      "lr": 0.05, "batch_size": 64},
+        "harness_overhead": {"redraw_only": False},
         "analysis": {"redraw_only": False, "taus": [2, 5, 10], "tau_mui": 1e9, "mui_min": 1e6, "mui_max": 1e11,
                      "representatives": ["nni-vgg16 baseline", "nni-vgg16 apoz",
                                          "quantization:best-gpu", "vgg13→vgg8 CRD", "proxyless"]},

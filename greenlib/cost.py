@@ -15,7 +15,13 @@ both (notebook 10 measures KD at 32-1024; flagged ``batch 128 scaled to 64``) an
 otherwise (``batch size differs``); else the kind's median rate per training FLOP scaled to the
 key's FLOPs (``scaled by FLOPs``); else no estimate. NAS stages are priced per image-epoch of
 the space size the rates were measured at: a larger space (the paper's) costs more, so the
-prediction is a lower bound there. Not counted: IEC windows, test
+prediction is a lower bound there.
+
+Eager and graphed training run at different rates (``graph_capture``, docs/training.md): a planned
+stage carries the step its profile asks for (``graph_capture``; NAS search and the sampling study
+always eager), and is priced from stages stored with the same step (``graph_captured`` of their
+record). Where no stage of that step was measured, it is priced from the other step's rates and its
+``basis`` says so (``..., eager rate``): never a made-up conversion factor. Not counted: IEC windows, test
 passes, data generation, process start-up; they are seconds against the GPU-days of training.
 """
 from __future__ import annotations
@@ -67,7 +73,8 @@ def training_flops(kind: str, key: str) -> float:
 def measured_rates(store) -> pd.DataFrame:
     """Joules and seconds per image-epoch of every stored training stage, one row per (run, stage).
 
-    Columns: kind, key, batch_size, hardware, j_per_image_epoch, s_per_image_epoch, run_id.
+    Columns: kind, key, batch_size, hardware, graph_captured, j_per_image_epoch, s_per_image_epoch, run_id.
+    ``graph_captured`` is the stage record's (runs stored before it was recorded trained eagerly).
     """
     rows = []
     for run in store.runs():
@@ -87,16 +94,18 @@ def measured_rates(store) -> pd.DataFrame:
                 continue
             n = float(epochs) * float(images)
             rows.append({"kind": kind, "key": key, "batch_size": c.get("batch_size"), "hardware": c.get("hardware"),
+                         "graph_captured": bool(summary.get("graph_captured", False)),
                          "j_per_image_epoch": summary["energy_j"] / n, "s_per_image_epoch": summary["elapsed_s"] / n,
                          "run_id": res["run_id"]})
-    return pd.DataFrame(rows, columns=["kind", "key", "batch_size", "hardware", "j_per_image_epoch",
+    return pd.DataFrame(rows, columns=["kind", "key", "batch_size", "hardware", "graph_captured", "j_per_image_epoch",
                                        "s_per_image_epoch", "run_id"])
 
 
 def plan(profile: str) -> pd.DataFrame:
     """Every training stage a full run of ``profile`` trains, per notebook (shared stages once).
 
-    Columns: notebook, kind, key, batch_size, epochs, images, runs (seeds x repeats).
+    Columns: notebook, kind, key, batch_size, epochs, images, runs (seeds x repeats), graph_capture
+    (the step the section asks for; NAS search and the sampling study train eagerly).
     """
     from .distill import registry
     from .distill.run import parse_pairs, pretrain_epochs
@@ -105,10 +114,11 @@ def plan(profile: str) -> pd.DataFrame:
 
     rows: list[dict[str, Any]] = []
 
-    def add(notebook, kind, key, cfg, epochs, batch_size=None, runs=None):
+    def add(notebook, kind, key, cfg, epochs, batch_size=None, runs=None, graph=None):
+        graph = bool(cfg.get("graph_capture", False)) if graph is None else graph
         rows.append({"notebook": notebook, "kind": kind, "key": key,
                      "batch_size": int(batch_size or cfg.batch_size), "epochs": int(epochs),
-                     "images": int(cfg.train_size), "runs": int(runs or len(cfg.seeds))})
+                     "images": int(cfg.train_size), "runs": int(runs or len(cfg.seeds)), "graph_capture": graph})
 
     def section(name):
         return config.resolve(name, profile=profile) if name in config.SECTIONS else None
@@ -122,9 +132,9 @@ def plan(profile: str) -> pd.DataFrame:
         for p in c.pruners:
             add("02_pruning", "finetune", f"{m}/{p}", c, c.finetune_epochs)
             add("02_pruning", "finetune", f"{m}/{p}", c, c.short_finetune_epochs)  # notebook 02's comparison
-    c = section("quantization")
+    c = section("quantization")  # its base models are baselines: they train as the baselines section says
     for m in c.models:
-        add("03_quantization", "train", m, c, c.base_epochs)
+        add("03_quantization", "train", m, c, c.base_epochs, graph=bool(section("baselines").graph_capture))
 
     def distill(nb, c, pairs, methods, batch_sizes=(None,)):
         for (t, s), pair in zip(parse_pairs(pairs), pairs):
@@ -141,23 +151,27 @@ def plan(profile: str) -> pd.DataFrame:
     if c is not None:  # one run per strategy and search dataset; each searches and retrains
         for s in c.strategies:
             n = len(c.seeds) * len(c.search_classes)
-            add("05_nas", "nas_search", s, c, c.search_epochs, runs=n)
+            add("05_nas", "nas_search", s, c, c.search_epochs, runs=n, graph=False)  # train.EAGER_STAGES
             add("05_nas", "nas_retrain", s, c, retrain_epochs(c, s), runs=n)
     c = section("batch_size")
     distill("10_batch_size", c, list(c.pairs), [c.method], list(c.batch_sizes))
     c = section("sampling_rate")
-    add("11_sampling_rate", "train", c.model, c, c.epochs)
+    add("11_sampling_rate", "train", c.model, c, c.epochs, graph=False)
     c = section("gpu_type")
     distill("12_gpu_type", c, [c.pair], [c.method])
     df = pd.DataFrame(rows)
     # a stage two notebooks share (a base model, a teacher) trains once: the first notebook pays
-    return df.drop_duplicates(["kind", "key", "batch_size", "epochs", "images", "runs"]).reset_index(drop=True)
+    return df.drop_duplicates(["kind", "key", "batch_size", "epochs", "images", "runs", "graph_capture"]
+                              ).reset_index(drop=True)
 
 
 def predict(planned: pd.DataFrame, rates: pd.DataFrame, hardware: str | None = None) -> pd.DataFrame:
     """``planned`` with predicted ``energy_kwh``, ``gpu_hours`` and how each was estimated (``basis``).
 
-    ``hardware`` restricts the rates to one GPU model (default: the one with most rates).
+    ``hardware`` restricts the rates to one GPU model (default: the one with most rates). Where
+    ``planned`` has ``graph_capture`` and ``rates`` ``graph_captured``, each stage is priced from
+    rates of its own step; where that step has none for it, from the other step's, and ``basis``
+    ends in ``, eager rate`` (or ``, graphed rate``).
     """
     if rates.empty:
         raise ValueError("no measured training stages in the results store: run a profile first (make reproduce)")
@@ -166,33 +180,51 @@ def predict(planned: pd.DataFrame, rates: pd.DataFrame, hardware: str | None = N
     r = rates[rates["hardware"] == hardware]
     if r.empty:
         raise ValueError(f"no rates measured on {hardware!r}; measured on: {', '.join(rates['hardware'].unique())}")
+    by_mode = "graph_capture" in planned and "graph_captured" in r
+    pricers = ({mode: _pricer(r[r["graph_captured"] == mode]) for mode in (False, True)} if by_mode
+               else {None: _pricer(r)})
+    out = []
+    for row in planned.itertuples(index=False):
+        mode = bool(row.graph_capture) if by_mode else None
+        basis, j, s = pricers[mode](row.kind, row.key, row.batch_size)
+        if by_mode and basis == NO_MEASUREMENT:
+            other, o_j, o_s = pricers[not mode](row.kind, row.key, row.batch_size)
+            if other != NO_MEASUREMENT:
+                basis, j, s = f"{other}, {'eager' if mode else 'graphed'} rate", o_j, o_s
+        work = row.epochs * row.images * row.runs
+        out.append({**row._asdict(), "energy_kwh": j * work / J_PER_KWH, "gpu_hours": s * work / 3600.0,
+                    "basis": basis, "rates_from": hardware})
+    return pd.DataFrame(out)
+
+
+NO_MEASUREMENT = "no measurement"
+
+
+def _pricer(r: pd.DataFrame) -> Callable[[str, str, int], tuple[str, float, float]]:
+    """``price(kind, key, batch_size) -> (basis, J, s per image-epoch)`` from the rates ``r``."""
     exact = r.groupby(["kind", "key", "batch_size"])[["j_per_image_epoch", "s_per_image_epoch"]].median()
     by_key = r.groupby(["kind", "key"])[["j_per_image_epoch", "s_per_image_epoch"]].median()
     flops = r.assign(f=[training_flops(k, key) for k, key in zip(r["kind"], r["key"])]).dropna(subset=["f"])
     per_flop = (flops.assign(j=flops["j_per_image_epoch"] / flops["f"], s=flops["s_per_image_epoch"] / flops["f"])
                 .groupby("kind")[["j", "s"]].median())
-    out = []
-    for row in planned.itertuples(index=False):
-        basis, j, s = "no measurement", np.nan, np.nan
-        if (row.kind, row.key, row.batch_size) in exact.index:
-            j, s = exact.loc[(row.kind, row.key, row.batch_size)]
-            basis = "measured"
-        elif (row.kind, row.key) in by_key.index:
-            j, s = by_key.loc[(row.kind, row.key)]
-            basis = "batch size differs"
-            measured_bs = r[(r["kind"] == row.kind) & (r["key"] == row.key)]["batch_size"].median()
-            ratio = _batch_ratio(exact, row.kind, measured_bs, row.batch_size)
+
+    def price(kind: str, key: str, batch_size: int) -> tuple[str, float, float]:
+        if (kind, key, batch_size) in exact.index:
+            j, s = exact.loc[(kind, key, batch_size)]
+            return "measured", j, s
+        if (kind, key) in by_key.index:
+            j, s = by_key.loc[(kind, key)]
+            measured_bs = r[(r["kind"] == kind) & (r["key"] == key)]["batch_size"].median()
+            ratio = _batch_ratio(exact, kind, measured_bs, batch_size)
             if ratio is not None:
-                j, s = j * ratio[0], s * ratio[1]
-                basis = f"batch {int(measured_bs)} scaled to {row.batch_size}"
-        elif row.kind in per_flop.index and np.isfinite(training_flops(row.kind, row.key)):
-            f = training_flops(row.kind, row.key)
-            j, s = per_flop.loc[row.kind, "j"] * f, per_flop.loc[row.kind, "s"] * f
-            basis = "scaled by FLOPs"
-        work = row.epochs * row.images * row.runs
-        out.append({**row._asdict(), "energy_kwh": j * work / J_PER_KWH, "gpu_hours": s * work / 3600.0,
-                    "basis": basis, "rates_from": hardware})
-    return pd.DataFrame(out)
+                return f"batch {int(measured_bs)} scaled to {batch_size}", j * ratio[0], s * ratio[1]
+            return "batch size differs", j, s
+        if kind in per_flop.index and np.isfinite(training_flops(kind, key)):
+            f = training_flops(kind, key)
+            return "scaled by FLOPs", per_flop.loc[kind, "j"] * f, per_flop.loc[kind, "s"] * f
+        return NO_MEASUREMENT, np.nan, np.nan
+
+    return price
 
 
 def _batch_ratio(exact: pd.DataFrame, kind: str, from_bs: float, to_bs: int) -> tuple[float, float] | None:
@@ -218,7 +250,9 @@ def per_notebook(predicted: pd.DataFrame) -> pd.DataFrame:
         total = e.sum(min_count=1)  # NaN, not 0, where no stage could be priced
         return pd.Series({"stages": len(g), "gpu_hours": g["gpu_hours"].sum(min_count=1), "energy_kwh": total,
                           "measured_share": float(e[g["basis"] == "measured"].sum() / total) if total > 0 else np.nan,
-                          "not_estimated": int((g["basis"] == "no measurement").sum())})
+                          "not_estimated": int((g["basis"] == NO_MEASUREMENT).sum()),
+                          # stages whose own step (eager or graphed) was never measured: priced at the other's
+                          "other_step_rate": int(g["basis"].str.endswith((", eager rate", ", graphed rate")).sum())})
 
     per = predicted.groupby("notebook", sort=True).apply(one, include_groups=False).reset_index()
     total = one(predicted).to_frame().T.assign(notebook="total")

@@ -6,7 +6,7 @@ included, so the same config on an H100 and on an H200 are two runs (notebook 12
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 import torch
@@ -165,7 +165,8 @@ def train_and_measure(ctx: Context, run: Run, model: torch.nn.Module, seed: int,
     train_loader, test_loader = ctx.loaders(seed, batch_size)
     seed_everything(seed)
     with ctx.tracer() as tracer:
-        trainer = Trainer(model, train_loader, train_cfg, ctx.device, checkpoint=run.folder / "checkpoint.pt")
+        trainer = Trainer(model, train_loader, train_cfg, ctx.device, checkpoint=run.folder / "checkpoint.pt",
+                          eval_loader=test_loader)
         summary = trainer.fit(tracer, stage, progress=progress)
         run.save_stage(stage, summary, stage_samples(tracer, summary))
         acc = evaluate(model, test_loader, ctx.device)
@@ -181,7 +182,7 @@ def train_and_measure(ctx: Context, run: Run, model: torch.nn.Module, seed: int,
 
 def baseline_train_config(cfg: Resolved) -> TrainConfig:
     return TrainConfig(epochs=cfg.epochs, lr=cfg.lr, schedule=cfg.schedule, amp=cfg.amp,
-                       graph_capture=cfg.graph_capture)
+                       graph_capture=cfg.graph_capture, eval_every=cfg.eval_every)
 
 
 def baseline_config(cfg: Resolved) -> dict[str, Any]:
@@ -189,7 +190,7 @@ def baseline_config(cfg: Resolved) -> dict[str, Any]:
     t = baseline_train_config(cfg)
     return {"kind": "baseline", "batch_size": cfg.batch_size, "epochs": t.epochs, "lr": t.lr,
             "schedule": t.schedule, "momentum": t.momentum, "weight_decay": t.weight_decay, "amp": t.amp,
-            "graph_capture": t.graph_capture, **shared_config(cfg)}
+            "graph_capture": t.graph_capture, "eval_every": t.eval_every, **shared_config(cfg)}
 
 
 def stored_baselines(cfg: Resolved) -> "pandas.DataFrame":
@@ -217,12 +218,14 @@ def run_baseline(ctx: Context, model_name: str, seed: int, progress: bool = True
 def base_baseline_config(ctx: Context, model_name: str, seed: int, epochs: int | None = None) -> Resolved:
     """The baselines parameters of the base run a family starts from (see :func:`base_model`).
 
-    Only the data and measurement parameters every section shares are carried over: a family's
-    own lr or epochs are not the base model's.
+    Only the data and measurement parameters every section shares, and how the family trains
+    (``graph_capture``, ``eval_every``), are carried over: a family's own lr or epochs are not the
+    base model's.
     """
     from . import config as _config
 
-    shared = {k: ctx.cfg[k] for k in _config.COMMON_PARAMS if k in ctx.cfg and k not in ("seeds", "force")}
+    carried = (*_config.COMMON_PARAMS, *_config.TRAINING_PARAMS)
+    shared = {k: ctx.cfg[k] for k in carried if k in ctx.cfg and k not in ("seeds", "force")}
     return _config.resolve("baselines", profile=ctx.cfg.profile, **shared, models=[model_name], seeds=[seed],
                            epochs=epochs)
 
@@ -270,8 +273,9 @@ def stored_model(ctx: Context, res: Mapping[str, Any], model_name: str, seed: in
         seed_everything(seed)
         model = build_model(model_name, num_classes=ctx.dataset.num_classes)
         train_loader, _ = ctx.loaders(seed, batch_size)
-        with ctx.tracer() as tracer:
-            Trainer(model, train_loader, train_cfg, ctx.device).fit(tracer, "regenerate_weights", progress=progress)
+        with ctx.tracer() as tracer:  # the same steps; the per-epoch test accuracy is stored already
+            Trainer(model, train_loader, replace(train_cfg, eval_every=0), ctx.device).fit(
+                tracer, "regenerate_weights", progress=progress)
         atomic_torch_save(model.state_dict(), weights)
     model = build_model(model_name, num_classes=ctx.dataset.num_classes)
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))

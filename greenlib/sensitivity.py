@@ -152,7 +152,7 @@ def distillation_params(cfg: Resolved, pair: str, batch_size: int | None = None)
     The data and measurement parameters are the study's own (``cfg``), so the job's runs are
     ordinary distillation runs, cached and selected like notebook 04's.
     """
-    shared = {k: cfg[k] for k in _config.COMMON_PARAMS if k in cfg}
+    shared = {k: cfg[k] for k in (*_config.COMMON_PARAMS, *_config.TRAINING_PARAMS) if k in cfg}
     bs = cfg.batch_size if batch_size is None else batch_size
     return _config.resolve("distillation", profile=cfg.profile, **(shared | {"batch_size": bs}), pairs=[pair],
                            methods=[cfg.method], teacher_epochs=cfg.teacher_epochs,

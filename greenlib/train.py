@@ -6,8 +6,20 @@ energy (the epochs finished before the kill are kept in the checkpoint). One epo
 interrupted is redone and counted once.
 
 Method families reuse :class:`Trainer` with their own ``loss_fn`` (distillation) or a model that
-arrives already trained (pruning's fine-tuning). The step can be captured in a CUDA graph
-(``graph_capture=True``): the paper-faithful default is eager.
+arrives already trained (pruning's fine-tuning).
+
+``graph_capture=True`` (the quick and paper profiles) captures forward, backward and the SGD step
+in one CUDA graph, replayed for every full batch: eager PyTorch at CIFAR batch sizes is launch-bound,
+and a benchmark of method energy must not charge a method for Python launch overhead. The
+numbers are those of the eager step (``tests/test_train_gpu.py`` and ``tests/test_graphs_gpu.py``
+check the weights). Where a stage cannot be captured it runs eagerly and its record says why
+(``graph_captured``, ``graph_reason``): on the CPU, or for a stage on :data:`EAGER_STAGES`. A
+capture that fails elsewhere is an error naming the stage, never a silent fallback.
+
+``eval_every=N`` evaluates the model on ``eval_loader`` after every N-th epoch (and the last), in a
+tracer window of its own (``<stage>/eval<N>``) outside the epoch's: its time and energy are stored
+beside the epoch (``eval_elapsed_s``, ``eval_energy_j``) and in the stage's ``eval_*`` totals, never
+in the stage's energy (TEC).
 """
 from __future__ import annotations
 
@@ -25,6 +37,20 @@ LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, t
 """``loss_fn(model, x, y) -> (loss, logits)``; the default is cross-entropy on ``model(x)``."""
 
 SCHEDULES = ("step", "cosine")
+
+EAGER_STAGES: dict[str, str] = {
+    "ddp": "DDP all-reduces gradients from backward hooks through NCCL; the graph would have to capture the "
+           "collectives of every rank",
+    "pruning statistics": "NNI's pruners collect activation and gradient statistics through Python hooks and "
+                          "update masks inside the optimizer step",
+    "nas search": "the one-shot supernet samples a different path each step (data-dependent control flow) in "
+                  "NNI's Lightning loop",
+}
+"""Stages that run eagerly even where ``graph_capture=True``, and why (``graph_reason`` of their record)."""
+
+
+class GraphCaptureError(RuntimeError):
+    """Capturing a stage's training step in a CUDA graph failed (the message names the stage)."""
 
 
 def cross_entropy_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,11 +86,14 @@ class TrainConfig:
     milestones: tuple[float, ...] = (0.5, 0.75)
     gamma: float = 0.1
     amp: bool = False  # bf16 autocast; the paper trained in fp32
-    graph_capture: bool = False  # capture forward+backward+step in one CUDA graph (CUDA only)
+    graph_capture: bool = False  # capture forward+backward+step in one CUDA graph (CUDA only; eager elsewhere)
+    eval_every: int = 0  # test accuracy after every N-th epoch and the last (outside the traced epoch); 0: never
 
     def __post_init__(self):
         if not isinstance(self.epochs, int) or self.epochs < 1:
             raise ValueError(f"epochs={self.epochs!r}: must be an int >= 1")
+        if isinstance(self.eval_every, bool) or not isinstance(self.eval_every, int) or self.eval_every < 0:
+            raise ValueError(f"eval_every={self.eval_every!r}: must be an int >= 0 (0: no per-epoch evaluation)")
         if not self.lr > 0:
             raise ValueError(f"lr={self.lr!r}: must be > 0")
         if self.schedule not in SCHEDULES:
@@ -80,11 +109,19 @@ class EpochRecord:
     train_acc: float
     images: int
     window: dict[str, Any] = field(default_factory=dict)  # the epoch's tracer summary
+    graphed_steps: int = 0  # steps replayed from the CUDA graph
+    eager_steps: int = 0  # steps run eagerly (all of them without capture; else a partial last batch)
+    test_acc: float | None = None  # after this epoch (eval_every), None where not evaluated
+    test_loss: float | None = None
+    eval_elapsed_s: float | None = None  # the evaluation's own window: not in the epoch's energy
+    eval_energy_j: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "lr": self.lr, "train_loss": self.train_loss, "train_acc": self.train_acc,
-                "images": self.images, **{f"window.{k}": v for k, v in self.window.items()
-                                          if not isinstance(v, dict)}}
+                "images": self.images, "graphed_steps": self.graphed_steps, "eager_steps": self.eager_steps,
+                "test_acc": self.test_acc, "test_loss": self.test_loss, "eval_elapsed_s": self.eval_elapsed_s,
+                "eval_energy_j": self.eval_energy_j,
+                **{f"window.{k}": v for k, v in self.window.items() if not isinstance(v, dict)}}
 
 
 class Trainer:
@@ -92,21 +129,28 @@ class Trainer:
 
     ``checkpoint`` (a path) is written atomically after every epoch and read on start, so an
     interrupted :meth:`fit` continues where it stopped. ``extra_modules`` are trained alongside
-    the model (a distiller's connectors) and checkpointed with it.
+    the model (a distiller's connectors) and checkpointed with it. ``eval_loader`` is the test
+    loader of ``cfg.eval_every``. ``eager`` names this stage's entry of :data:`EAGER_STAGES`
+    (it runs eagerly whatever ``cfg.graph_capture`` says).
     """
 
     def __init__(self, model: nn.Module, train_loader: Iterable, cfg: TrainConfig, device: torch.device | str,
                  loss_fn: LossFn = cross_entropy_loss, extra_modules: Sequence[nn.Module] = (),
-                 checkpoint: str | Path | None = None):
+                 checkpoint: str | Path | None = None, eval_loader: Iterable | None = None, eager: str | None = None):
         self.model, self.loader, self.cfg = model, train_loader, cfg
         self.device = torch.device(device)
-        if cfg.graph_capture and self.device.type != "cuda":
-            raise ValueError(f"graph_capture=True needs a CUDA device, got device={self.device}")
+        if eager is not None and eager not in EAGER_STAGES:
+            raise ValueError(f"eager={eager!r} is not a documented eager stage; accepted: {', '.join(EAGER_STAGES)}")
+        if cfg.eval_every and eval_loader is None:
+            raise ValueError(f"eval_every={cfg.eval_every} needs an eval_loader (the test loader)")
+        self.graph_reason = graph_reason(cfg.graph_capture, self.device, eager)
+        self.graphed = self.graph_reason is None
+        self.eval_loader = eval_loader
         self.loss_fn = loss_fn
         self.extra = nn.ModuleList(extra_modules)
         self.checkpoint = Path(checkpoint) if checkpoint else None
         params = [p for p in [*model.parameters(), *self.extra.parameters()] if p.requires_grad]
-        if cfg.graph_capture:
+        if self.graphed:
             # lr is a device tensor so a captured graph reads the current value at every replay.
             # SGD's foreach path calls .item() on a tensor lr (a sync, illegal while capturing);
             # its single-tensor path with a requires-grad lr uses addcmul_ instead, which is legal.
@@ -117,6 +161,8 @@ class Trainer:
             self.opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         self.history: list[EpochRecord] = []
         self._graph = None
+        self._stage = ""
+        self._counts = {"graphed": 0, "eager": 0}
 
     # -- checkpointing -------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -150,34 +196,49 @@ class Trainer:
         self.opt.step()
         return loss.detach(), (logits.argmax(1) == y).sum()
 
+    def _counted_eager_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self._counts["eager"] += 1
+        return self._eager_step(x, y)
+
     def _graphed_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self._graph is None or self._static_x.shape != x.shape:
             if self._graph is not None:
                 # a batch of another size (the last, partial one): run it eagerly
-                return self._eager_step(x, y)
-            self._capture(x, y)
+                return self._counted_eager_step(x, y)
+            try:
+                self._capture(x, y)
+            except Exception as e:
+                self._graph = None
+                raise GraphCaptureError(
+                    f"stage {self._stage!r}: capturing its training step in a CUDA graph failed ({type(e).__name__}: "
+                    f"{e}); make the step capturable, or run it eagerly as an entry of greenlib.train.EAGER_STAGES "
+                    "with its reason") from e
         self._static_x.copy_(x)
         self._static_y.copy_(y)
         self._graph.replay()
+        self._counts["graphed"] += 1
         return self._static_loss.clone(), self._static_correct.clone()
 
     def _capture(self, x: torch.Tensor, y: torch.Tensor) -> None:
         # The PyTorch recipe for whole-step capture: warm up on a side stream (this builds the
         # optimizer's momentum buffers and picks kernels), then capture one step with grads
-        # allocated inside the graph. The warm-up must not train: weights, BN statistics and
-        # momentum are restored in place afterwards, so a graphed run takes exactly the steps
-        # an eager run takes (tests/test_train_gpu.py checks it).
+        # allocated inside the graph. The warm-up must not train: weights, BN statistics,
+        # buffers (CRD's memory bank), momentum and the CUDA RNG (CRD's negatives) are restored
+        # afterwards, so a graphed run takes exactly the steps an eager run takes
+        # (tests/test_train_gpu.py and tests/test_graphs_gpu.py check it).
         self._static_x, self._static_y = x.clone(), y.clone()
         modules = nn.ModuleList([self.model, self.extra])
         saved = {k: v.clone() for k, v in modules.state_dict().items()}
         saved_bufs = {id(p): s["momentum_buffer"].clone() for p, s in self.opt.state.items()
                       if s.get("momentum_buffer") is not None}
+        rng = torch.cuda.get_rng_state(self.device)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(3):
                 self._eager_step(self._static_x, self._static_y)
         torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.set_rng_state(rng, self.device)
         with torch.no_grad():
             for k, v in modules.state_dict().items():
                 v.copy_(saved[k])
@@ -187,7 +248,9 @@ class Trainer:
                     buf.copy_(saved_bufs[id(p)]) if id(p) in saved_bufs else buf.zero_()
         self._graph = torch.cuda.CUDAGraph()
         self.opt.zero_grad(set_to_none=True)
-        with torch.cuda.graph(self._graph):
+        # thread_local: a CUDA call from another thread (a tracer's sampler) cannot break the capture;
+        # a host sync in the step itself (.item(), a boolean mask's nonzero) still fails it
+        with torch.cuda.graph(self._graph, capture_error_mode="thread_local"):
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.amp):
                 loss, logits = self.loss_fn(self.model, self._static_x, self._static_y)
             loss.backward()
@@ -207,14 +270,19 @@ class Trainer:
         """Train the remaining epochs inside ``tracer`` windows; returns the stage's summary.
 
         ``tracer`` must be started. The summary sums the epochs' energy and time (including
-        epochs finished before a resume) and lists the epochs under ``epochs``.
+        epochs finished before a resume) and lists the epochs under ``epochs``; it says whether
+        the step was graphed (``graph_captured``, ``graph_reason`` where not) and holds the
+        per-epoch evaluations' own time and energy (``eval_elapsed_s``, ``eval_energy_j``), which
+        are not in its ``energy_j``. Raises :class:`GraphCaptureError` naming ``stage`` where a
+        capture fails.
         """
         from tqdm import tqdm  # plain text: readable in executed notebooks without ipywidgets
 
         self._load()
+        self._stage = stage
         self.model.to(self.device).train()
         self.extra.to(self.device).train()
-        step = self._graphed_step if self.cfg.graph_capture else self._eager_step
+        step = self._graphed_step if self.graphed else self._counted_eager_step
         start = len(self.history)
         bar = tqdm(range(start, self.cfg.epochs), desc=stage, initial=start, total=self.cfg.epochs,
                    disable=not progress, unit="epoch", mininterval=10.0)
@@ -226,6 +294,7 @@ class Trainer:
             loss_sum = torch.zeros((), device=self.device)
             correct = torch.zeros((), device=self.device, dtype=torch.long)
             n = 0
+            self._counts = {"graphed": 0, "eager": 0}
             with tracer.window(f"{stage}/epoch{epoch}"):
                 for x, y in self.loader:
                     loss, corr = step(x, y)
@@ -233,15 +302,94 @@ class Trainer:
                     correct += corr
                     n += y.shape[0]
             summary = tracer.windows[f"{stage}/epoch{epoch}"].to_dict()
-            rec = EpochRecord(epoch, lr, float(loss_sum) / max(n, 1), float(correct) / max(n, 1), n, summary)
+            rec = EpochRecord(epoch, lr, float(loss_sum) / max(n, 1), float(correct) / max(n, 1), n, summary,
+                              graphed_steps=self._counts["graphed"], eager_steps=self._counts["eager"])
             if not math.isfinite(rec.train_loss):
                 raise FloatingPointError(f"{stage}: training loss is {rec.train_loss} at epoch {epoch} (lr={lr})")
+            if self._evaluates(epoch):
+                self._evaluate_epoch(tracer, stage, rec)
             self.history.append(rec)
             self._save()
             bar.set_postfix(loss=f"{rec.train_loss:.3f}", acc=f"{rec.train_acc:.3f}",
                             J=f"{summary.get('energy_j', float('nan')):.0f}")
+        return self.summary(stage)
+
+    def _evaluates(self, epoch: int) -> bool:
+        every = self.cfg.eval_every
+        return bool(every) and ((epoch + 1) % every == 0 or epoch + 1 == self.cfg.epochs)
+
+    def _evaluate_epoch(self, tracer, stage: str, rec: EpochRecord) -> None:
+        """Test accuracy after ``rec``'s epoch, in its own window (not the epoch's: not in TEC)."""
+        name = f"{stage}/eval{rec.epoch}"
+        with tracer.window(name):
+            ev = evaluate(self.model, self.eval_loader, self.device)
+        self.model.train()  # evaluate() left it in eval mode; a partial last batch trains eagerly
+        w = tracer.windows[name].to_dict()
+        rec.test_acc, rec.test_loss = ev["acc"], ev["test_loss"]
+        rec.eval_elapsed_s, rec.eval_energy_j = w.get("elapsed_s"), w.get("energy_j")
+
+    def summary(self, stage: str) -> dict[str, Any]:
+        """The stage's summary over every epoch of :attr:`history` (see :meth:`fit`)."""
+        evals = [h for h in self.history if h.test_acc is not None]
+        eval_j = [h.eval_energy_j for h in evals]
+        eval_energy_j = float(sum(eval_j)) if evals and all(j is not None for j in eval_j) else float("nan")
         return merge_windows(stage, [h.window for h in self.history]) | {
+            "graph_capture": self.cfg.graph_capture, "graph_captured": self.graphed, "graph_reason": self.graph_reason,
+            "graphed_steps": sum(h.graphed_steps for h in self.history),
+            "eager_steps": sum(h.eager_steps for h in self.history),
+            "eval_every": self.cfg.eval_every, "eval_epochs": len(evals),
+            "eval_elapsed_s": float(sum(h.eval_elapsed_s or 0.0 for h in evals)),
+            "eval_energy_j": eval_energy_j, "eval_energy_wh": eval_energy_j / 3600.0,
+            "final_test_acc": evals[-1].test_acc if evals else None,
             "epochs": [h.to_dict() for h in self.history]}
+
+
+def graph_reason(graph_capture: bool, device: torch.device, eager: str | None = None) -> str | None:
+    """Why a stage runs eagerly (its record's ``graph_reason``), or None where it is captured.
+
+    ``graph_capture=False`` (asked for), ``cpu`` (CUDA graphs need a CUDA device; a profile that
+    asks for capture still runs on a CPU host), or ``eager``, an entry of :data:`EAGER_STAGES`.
+    """
+    if not graph_capture:
+        return "graph_capture=False"
+    if eager is not None:
+        return eager
+    if torch.device(device).type != "cuda":
+        return "cpu"
+    return None
+
+
+def eager_stage(stage: str, reason: str) -> dict[str, Any]:
+    """The ``graph_*`` entries of a stage record for a stage that never runs through :class:`Trainer`
+    (NAS search, pruning's masks and speed-up): eager, for ``reason`` of :data:`EAGER_STAGES`."""
+    if reason not in EAGER_STAGES:
+        raise ValueError(f"{stage}: eager reason {reason!r} is not documented; accepted: {', '.join(EAGER_STAGES)}")
+    return {"graph_captured": False, "graph_reason": reason}
+
+
+def accuracy_curve(stages: Sequence[Mapping[str, Any]]) -> "pandas.DataFrame":
+    """Test accuracy against cumulative training energy over consecutive stage summaries.
+
+    ``stages`` are :meth:`Trainer.fit` summaries in the order they ran (a distillation's
+    ``pretrain`` then ``distillation``; a stored run's ``result["stages"][name]``). One row per
+    epoch: ``stage``, ``epoch``, ``test_acc`` (NaN where not evaluated), ``energy_wh`` of the
+    epoch and ``cumulative_energy_wh`` / ``cumulative_elapsed_s`` of training so far (evaluation
+    windows not counted), for a figure of accuracy against energy per method.
+    """
+    import pandas as pd
+
+    rows = []
+    for st in stages:
+        for e in st.get("epochs", []):
+            acc = e.get("test_acc")
+            rows.append({"stage": st.get("name"), "epoch": e["epoch"],
+                         "test_acc": float("nan") if acc is None else float(acc),
+                         "energy_wh": e.get("window.energy_j", float("nan")) / 3600.0,
+                         "elapsed_s": e.get("window.elapsed_s", float("nan"))})
+    df = pd.DataFrame(rows, columns=["stage", "epoch", "test_acc", "energy_wh", "elapsed_s"])
+    df["cumulative_energy_wh"] = df["energy_wh"].cumsum()
+    df["cumulative_elapsed_s"] = df["elapsed_s"].cumsum()
+    return df
 
 
 _SUM = ("elapsed_s", "energy_j", "energy_wh", "sampled_energy_j", "counter_energy_j", "estimated_energy_j",

@@ -98,3 +98,40 @@ def test_plan_trains_teachers_at_repdistillers_batch():
     p = cost.plan("paper")
     teachers = p[(p.kind == "train") & p.notebook.isin(["04_distillation", "10_batch_size", "12_gpu_type"])]
     assert len(teachers) and (teachers.batch_size == 64).all() and (teachers.epochs == 240).all()
+
+
+def test_graphed_stages_are_priced_from_graphed_rates_and_say_when_none_exist(tmp_path):
+    s = ResultsStore(tmp_path / "store")
+    # vgg16 eager: 18 J per image-epoch; graphed: 12 J (the stage record says which)
+    for graphed, j in ((False, 3600.0), (True, 2400.0)):
+        _add(s, {"kind": "baseline", "model": "vgg16", "batch_size": 128, "train_size": 100, "epochs": 2,
+                 "graph_capture": graphed}, {"base_training": _stage(j, 40.0, 2) | {"graph_captured": graphed}})
+    # a fine-tuning measured eagerly only (a run stored before graph_captured was recorded has no such key)
+    _add(s, {"kind": "pruning", "model": "vgg16", "pruner": "l1", "batch_size": 128, "train_size": 100,
+             "finetune_epochs": 1}, {"finetuning": _stage(1000.0, 10.0, 1)})
+    rates = cost.measured_rates(s)
+    assert sorted(rates["graph_captured"]) == [False, False, True]
+    planned = _plan([("01", "train", "vgg16", 128, 1, 100, 1), ("02", "finetune", "vgg16/l1", 128, 1, 100, 1),
+                     ("01", "train", "vgg19", 128, 1, 100, 1)])
+    graphed = cost.predict(planned.assign(graph_capture=True), rates).set_index("key")
+    assert graphed.loc["vgg16", "basis"] == "measured"
+    assert graphed.loc["vgg16", "energy_kwh"] == pytest.approx(12.0 * 100 / 3.6e6)
+    assert graphed.loc["vgg19", "basis"] == "scaled by FLOPs"  # from the graphed vgg16 rate
+    assert graphed.loc["vgg19", "energy_kwh"] == pytest.approx(
+        12.0 * cost.training_flops("train", "vgg19") / cost.training_flops("train", "vgg16") * 100 / 3.6e6)
+    assert graphed.loc["vgg16/l1", "basis"] == "measured, eager rate"  # no graphed fine-tuning: said, not invented
+    assert graphed.loc["vgg16/l1", "energy_kwh"] == pytest.approx(10.0 * 100 / 3.6e6)
+    eager = cost.predict(planned.assign(graph_capture=False), rates).set_index("key")
+    assert eager.loc["vgg16", "energy_kwh"] == pytest.approx(18.0 * 100 / 3.6e6)
+    assert cost.per_notebook(graphed.reset_index()).set_index("notebook").loc["02", "other_step_rate"] == 1
+    # a plan without the column (the scale-out grid's) is priced from every rate, as before
+    assert cost.predict(planned, rates).set_index("key").loc["vgg16", "energy_kwh"] == pytest.approx(
+        15.0 * 100 / 3.6e6)
+
+
+def test_the_paper_plan_trains_graphed_except_where_a_stage_cannot_be_captured():
+    p = cost.plan("paper")
+    assert p[p.kind.isin(["train", "finetune", "distill", "pretrain", "nas_retrain"])
+             & (p.notebook != "11_sampling_rate")].graph_capture.all()
+    assert not p[p.kind == "nas_search"].graph_capture.any()
+    assert not cost.plan("smoke").graph_capture.any()  # the CPU profile trains eagerly

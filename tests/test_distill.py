@@ -223,11 +223,13 @@ def test_indexed_loader_knows_each_batch_positions(kind):
     loader = distill.IndexedLoader(make(ds.train_x, ds.train_y, 32, "cpu", True, ds.mean, ds.std, seed=3, **extra))
     for epoch in (0, 1):
         loader.set_epoch(epoch)
-        seen = []
+        seen, addresses = [], set()
         for _, y in loader:
             assert torch.equal(y, ds.train_y[loader.index])
-            seen.append(loader.index)
+            seen.append(loader.index.clone())  # a view of the loader's buffer: the next batch overwrites it
+            addresses.add(loader.index.data_ptr())
         assert sorted(torch.cat(seen).tolist()) == list(range(100))
+        assert len(addresses) == 1  # one buffer for every batch: what a CUDA graph captured reads each replay
     with pytest.raises(ValueError, match="wraps a training loader"):
         distill.IndexedLoader(make(ds.test_x, ds.test_y, 5, "cpu", False, ds.mean, ds.std, **extra))
 
@@ -374,3 +376,13 @@ def test_tables_carry_both_accuracies_and_choose_one(ctx, runs):
     assert set(zip(pub["teacher"], pub["student"], pub["method"])) == {
         ("vgg13", "vgg8", "CRD"), ("vgg13", "vgg8", "KD"), ("resnet56", "resnet20", "CRD"),
         ("resnet56", "resnet20", "KD")}
+
+
+def test_rkd_distances_are_divided_by_the_mean_positive_distance_without_a_boolean_mask():
+    # the mask form d[d > 0].mean() syncs the host (a data-dependent size) and cannot be captured in a CUDA graph
+    from greenlib.distill.rkd import normalised_distances, pairwise_distances
+
+    e = torch.randn(16, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    d = pairwise_distances(e)
+    assert torch.allclose(normalised_distances(e), d / d[d > 0].mean(), rtol=1e-12)
+    assert float(normalised_distances(e).diagonal().abs().max()) == 0.0

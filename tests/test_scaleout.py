@@ -110,12 +110,12 @@ def test_shared_runs_go_first_and_are_the_runs_the_families_reuse(tmp_path):
 
 @pytest.fixture(scope="module")
 def grid_run(tmp_path_factory):
-    """A grid of three cells (two runs, one that fails at run time on a CPU), killed after its first
-    run finished, then run again."""
+    """A grid of three cells (two runs, one that fails at run time on a CPU: a GPU energy source),
+    killed after its first run finished, then run again."""
     root = tmp_path_factory.mktemp("grid")
     store = root / "store"
     entries = [("baselines", {**TINY, "seeds": [0, 1]}),
-               ("baselines", {**TINY, "seeds": [0], "graph_capture": True})]
+               ("baselines", {**TINY, "seeds": [0], "energy_source": "nvml"})]
     grid_file = root / "grid.json"
     grid_file.write_text(json.dumps([{"section": s, "params": p} for s, p in entries]))
     argv = [sys.executable, "-m", "greenlib.scaleout.grid", "--profile", "smoke", "--grid", str(grid_file),
@@ -144,7 +144,7 @@ def grid_run(tmp_path_factory):
 
 
 def _by_label(report):
-    return {o.cell.label + (" graph_capture" if o.cell.params.get("graph_capture") else ""): o
+    return {o.cell.label + (" nvml" if o.cell.params.get("energy_source") == "nvml" else ""): o
             for o in report.outcomes}
 
 
@@ -175,11 +175,11 @@ def test_grid_runs_land_in_the_store(grid_run):
 
 def test_a_failing_cell_is_reported_with_its_config_and_the_others_go_on(grid_run):
     (o,) = grid_run.report.failed
-    assert o.status == "failed" and o.cell.params["graph_capture"] is True
-    assert o.error == "ValueError: graph_capture=True needs a CUDA device, got device=cpu"
-    assert '"graph_capture":true' in o.cell.describe() and "profile=smoke" in o.cell.describe()
-    assert o.log and "graph_capture=True needs a CUDA device" in Path(o.log).read_text()
-    assert any("failed" in ln and "parameters:" in ln and "graph_capture" in ln for ln in grid_run.lines)
+    assert o.status == "failed" and o.cell.params["energy_source"] == "nvml"
+    assert o.error.startswith("ValueError: energy_source='nvml' measures a GPU, but the work runs on device='cpu'")
+    assert '"energy_source":"nvml"' in o.cell.describe() and "profile=smoke" in o.cell.describe()
+    assert o.log and "energy_source='nvml' measures a GPU" in Path(o.log).read_text()
+    assert any("failed" in ln and "parameters:" in ln and "energy_source" in ln for ln in grid_run.lines)
     assert _by_label(grid_run.report)["baseline resnet8 seed=1"].status == "done"  # ran beside it, unharmed
 
 
@@ -411,6 +411,7 @@ def test_ddp_run_under_torchrun_stores_per_gpu_and_total_energy(tmp_path):
     ddp = ResultsStore(tmp_path).get(line["run_id"]).result
     c, m, st = ddp["config"], ddp["metrics"], ddp["stages"]["base_training"]
     assert c["kind"] == "baseline_ddp" and c["world_size"] == 2 and c["ddp_backend"] == "gloo"
+    assert st["graph_captured"] is False and st["graph_reason"] == "ddp"  # DDP is on train.EAGER_STAGES
     assert len(m["tec_j_per_gpu"]) == 2 and all(j > 0 for j in m["tec_j_per_gpu"])
     assert m["tec_j"] == pytest.approx(sum(m["tec_j_per_gpu"])) == st["energy_j"]  # two processes, two figures
     assert [g["rank"] for g in st["per_gpu"]] == [0, 1] and [e["epoch"] for e in st["epochs"]] == [0]
@@ -437,8 +438,6 @@ def test_ddp_bad_input_is_a_one_line_error_before_any_rank_trains(monkeypatch, c
     assert capsys.readouterr().err.strip() == ("error: batch_size=32 is not divisible by world_size=3; the global "
                                                "batch is split evenly across ranks")
     monkeypatch.setenv("WORLD_SIZE", "2")
-    assert ddp_main([*base, "-p", "graph_capture=True"]) == 2
-    assert "graph_capture=True is not supported for DDP runs" in capsys.readouterr().err
     assert ddp_main(["--profile", "smoke", "--model", "resnet9"]) == 2
     assert "baselines.models: 'resnet9' is not accepted" in capsys.readouterr().err
     assert ddp_main([*base, "-p", "seeds=[1]"]) == 2

@@ -65,3 +65,26 @@ def test_an_interrupted_cuda_run_resumes_to_the_same_weights(tmp_path):
     assert [h.epoch for h in t_resumed.history] == [0, 1] and summary["n_windows"] == 2
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
         assert torch.allclose(a.double(), b.double(), rtol=1e-7, atol=1e-10), name
+
+
+def test_evaluating_between_graphed_epochs_changes_no_weight():
+    # the per-epoch test pass runs eagerly between replays, in eval mode: the captured step must not notice
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    g = torch.Generator(device="cuda").manual_seed(3)
+    x = torch.randn(6 * 32, 3, 32, 32, device="cuda", generator=g, dtype=torch.float64)
+    y = torch.randint(0, 100, (6 * 32,), device="cuda", generator=g)
+    batches = [(x[i:i + 32], y[i:i + 32]) for i in range(0, 6 * 32, 32)]
+    runs = {}
+    for every in (0, 1):
+        torch.manual_seed(0)
+        model = build_model("resnet8").cuda().double()
+        cfg = TrainConfig(epochs=3, lr=0.05, graph_capture=True, eval_every=every)
+        trainer = Trainer(model, batches, cfg, "cuda", eval_loader=batches[:2] if every else None)
+        with Tracer(gpus=(0,), interval_s=0.1) as tr:
+            runs[every] = model, trainer.fit(tr, "train", progress=False)
+    for (name, a), b in zip(runs[0][0].state_dict().items(), runs[1][0].state_dict().values()):
+        assert torch.equal(a, b), name
+    summary = runs[1][1]
+    assert summary["graph_captured"] is True and summary["eval_epochs"] == 3
+    assert all(0.0 <= e["test_acc"] <= 1.0 for e in summary["epochs"]) and summary["eval_energy_j"] > 0
+    assert summary["energy_j"] == pytest.approx(sum(e["window.energy_j"] for e in summary["epochs"]))

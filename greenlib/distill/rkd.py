@@ -21,8 +21,10 @@ def pairwise_distances(e: Tensor, eps: float = 1e-12) -> Tensor:
 
 
 def normalised_distances(e: Tensor) -> Tensor:
+    """Distances divided by the mean of the positive ones. Sum over count, not ``d[d > 0].mean()``:
+    a boolean mask has a data-dependent size (a host sync), which a CUDA graph cannot capture."""
     d = pairwise_distances(e)
-    return d / d[d > 0].mean()
+    return d / (d.sum() / (d > 0).sum())
 
 
 def angles(e: Tensor) -> Tensor:

@@ -67,13 +67,14 @@ def pretrain_epochs(student_epochs: int) -> int:
 def student_train_config(cfg: Resolved, student: str) -> TrainConfig:
     """The distillation stage: SGD (momentum 0.9, weight decay 5e-4), step schedule at 150/180/210 of 240."""
     return TrainConfig(epochs=cfg.student_epochs, lr=student_lr(student, cfg.lr), schedule="step",
-                       milestones=MILESTONES)
+                       milestones=MILESTONES, graph_capture=cfg.graph_capture, eval_every=cfg.eval_every)
 
 
 def pretrain_train_config(cfg: Resolved, student: str, cls: type[Distiller]) -> TrainConfig:
     """The pre-training stage: the same optimizer at a constant learning rate (RepDistiller's ``init``)."""
     return TrainConfig(epochs=pretrain_epochs(cfg.student_epochs),
-                       lr=cls.pretrain_lr(student, student_lr(student, cfg.lr)), schedule="step", milestones=())
+                       lr=cls.pretrain_lr(student, student_lr(student, cfg.lr)), schedule="step", milestones=(),
+                       graph_capture=cfg.graph_capture, eval_every=cfg.eval_every)
 
 
 def distill_config(cfg: Resolved, teacher: str, student: str, method: str, seed: int,
@@ -93,6 +94,7 @@ def distill_config(cfg: Resolved, teacher: str, student: str, method: str, seed:
             "pretrain_epochs": pre.epochs if pre else 0, "pretrain_lr": pre.lr if pre else None,
             "batch_size": cfg.batch_size, "lr": t.lr, "schedule": t.schedule, "milestones": list(t.milestones),
             "gamma": t.gamma, "momentum": t.momentum, "weight_decay": t.weight_decay, "iec_shared": cfg.iec_shared,
+            "graph_capture": t.graph_capture, "eval_every": t.eval_every,
             **cls.settle(dict(hparams or {}), cfg.train_size), **shared_config(cfg)}
 
 
@@ -200,14 +202,14 @@ def _distill_and_measure(ctx: Context, run: Run, student: torch.nn.Module, teach
             seed_everything(seed)
             pre = Trainer(student, batches, pretrain_train_config(cfg, student_name, cls), device,
                           loss_fn=make_loss_fn(distiller, teacher, batches, pretrain=True), extra_modules=[distiller],
-                          checkpoint=run.folder / "pretrain_checkpoint.pt")
+                          checkpoint=run.folder / "pretrain_checkpoint.pt", eval_loader=test_loader)
             stages.append(pre.fit(tracer, "pretrain", progress=progress))
             run.save_stage("pretrain", stages[-1], experiments.stage_samples(tracer, stages[-1]))
         distiller.start_distillation()
         seed_everything(seed)
         trainer = Trainer(student, batches, student_train_config(cfg, student_name), device,
                           loss_fn=make_loss_fn(distiller, teacher, batches), extra_modules=[distiller],
-                          checkpoint=run.folder / "checkpoint.pt")
+                          checkpoint=run.folder / "checkpoint.pt", eval_loader=test_loader)
         stages.append(trainer.fit(tracer, "distillation", progress=progress))
         run.save_stage("distillation", stages[-1], experiments.stage_samples(tracer, stages[-1]))
         acc = evaluate(student, test_loader, device)

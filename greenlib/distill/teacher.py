@@ -48,9 +48,11 @@ def recipe_lr(model: str, lr: float = LR) -> float:
 
 
 def teacher_train_config(cfg: Resolved, model: str) -> TrainConfig:
-    """RepDistiller's teacher recipe for ``cfg.teacher_epochs`` epochs (fp32, eager)."""
+    """RepDistiller's teacher recipe for ``cfg.teacher_epochs`` epochs (fp32), trained as the family's section
+    says (``graph_capture``, ``eval_every``)."""
     return TrainConfig(epochs=cfg.teacher_epochs, lr=recipe_lr(model), momentum=MOMENTUM, weight_decay=WEIGHT_DECAY,
-                       schedule="step", milestones=MILESTONES, gamma=GAMMA)
+                       schedule="step", milestones=MILESTONES, gamma=GAMMA, graph_capture=cfg.graph_capture,
+                       eval_every=cfg.eval_every)
 
 
 def teacher_config(cfg: Resolved, model: str, seed: int) -> dict[str, Any]:
@@ -58,7 +60,8 @@ def teacher_config(cfg: Resolved, model: str, seed: int) -> dict[str, Any]:
     t = teacher_train_config(cfg, model)
     return {"kind": KIND, "model": model, "seed": seed, "epochs": t.epochs, "batch_size": TEACHER_BATCH_SIZE,
             "lr": t.lr, "schedule": t.schedule, "milestones": list(t.milestones), "gamma": t.gamma,
-            "momentum": t.momentum, "weight_decay": t.weight_decay, "amp": t.amp, **shared_config(cfg)}
+            "momentum": t.momentum, "weight_decay": t.weight_decay, "amp": t.amp, "graph_capture": t.graph_capture,
+            "eval_every": t.eval_every, **shared_config(cfg)}
 
 
 def teacher_run_id(ctx: Context, model: str, seed: int) -> str:

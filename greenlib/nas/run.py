@@ -38,7 +38,7 @@ from ..experiments import Context, hardware_name, shared_config
 from ..io import atomic_torch_save, atomic_write_json
 from ..models import model_info
 from ..results import Run
-from ..train import Trainer, TrainConfig, evaluate, seed_everything
+from ..train import Trainer, TrainConfig, eager_stage, evaluate, seed_everything
 from . import spaces, strategies
 from .search import SearchConfig, search
 from .spaces import SpaceSize
@@ -84,7 +84,8 @@ def retrain_epochs(cfg: Resolved, strategy: str) -> int:
 
 def retrain_config(cfg: Resolved, strategy: str) -> TrainConfig:
     return TrainConfig(epochs=retrain_epochs(cfg, strategy), lr=cfg.lr, momentum=RETRAIN_MOMENTUM,
-                       weight_decay=RETRAIN_WEIGHT_DECAY, schedule="cosine")
+                       weight_decay=RETRAIN_WEIGHT_DECAY, schedule="cosine", graph_capture=cfg.graph_capture,
+                       eval_every=cfg.eval_every)
 
 
 def nas_config(cfg: Resolved, strategy: str, seed: int, search_classes: int = 100,
@@ -103,7 +104,7 @@ def nas_config(cfg: Resolved, strategy: str, seed: int, search_classes: int = 10
             "search_weight_decay": s.weight_decay, "arc_lr": strategies.ARC_LR,
             "gradient_clip": strategies.GRADIENT_CLIP, "retrain_epochs": t.epochs, "batch_size": cfg.batch_size,
             "lr": t.lr, "schedule": t.schedule, "momentum": t.momentum, "weight_decay": t.weight_decay,
-            **shared_config(cfg)}
+            "graph_capture": t.graph_capture, "eval_every": t.eval_every, **shared_config(cfg)}
 
 
 def check_plan(cfg: Resolved, space: str | None = None) -> None:
@@ -154,7 +155,7 @@ def run_nas(ctx: Context, strategy: str, seed: int, search_classes: int = 100, s
         model = spaces.build_fixed(space, arch, size, num_classes)
         train_loader, test_loader = ctx.loaders(seed)
         trainer = Trainer(model, train_loader, retrain_config(cfg, strategy), ctx.device,
-                          checkpoint=run.folder / "checkpoint.pt")
+                          checkpoint=run.folder / "checkpoint.pt", eval_loader=test_loader)
         retrain = trainer.fit(tracer, "retrain", progress=progress)
         run.save_stage("retrain", retrain, experiments.stage_samples(tracer, retrain))
         acc = evaluate(model, test_loader, ctx.device)
@@ -213,6 +214,7 @@ def _search_stage(ctx: Context, run: Run, strategy: str, space: str, size: Space
     strat = strategies.get(strategy).make()
     arch, summary = search(supernet, strat, weights, arch_loader, ctx.device, search_config(ctx.cfg), tracer,
                            root=run.folder / "lightning", progress=progress)
+    summary = summary | eager_stage("search", "nas search")
     run.save_stage("search", summary, experiments.stage_samples(tracer, summary))
     atomic_write_json(arch_path, {"strategy": strategy, "space": space, **spaces.get(space).size_config(size),
                                   "search_dataset": ds.name, "search_dataset_description": ds.description,

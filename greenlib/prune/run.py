@@ -33,7 +33,7 @@ from ..config import Resolved
 from ..experiments import Context, hardware_name, inference_images, shared_config
 from ..io import atomic_torch_save
 from ..models import MODELS, model_info
-from ..train import TrainConfig, seed_everything
+from ..train import TrainConfig, eager_stage, seed_everything
 from .registry import get_pruner
 from .schedule import MOMENTUM, WEIGHT_DECAY, get_iterative_schedule, prune
 from .scope import check_scope, resolve_scope
@@ -43,12 +43,13 @@ FINETUNE_SCHEDULE = "step"  # NNI's pruning example: x0.1 at 50% and 75% of the 
 
 
 def finetune_train_config(cfg: Resolved, epochs: int | None = None) -> TrainConfig:
-    """The fine-tuning's SGD: ``epochs`` (None: ``cfg.finetune_epochs``) at ``cfg.lr``, step schedule."""
+    """The fine-tuning's SGD of the sped-up (smaller, plain) model: ``epochs`` (None: ``cfg.finetune_epochs``)
+    at ``cfg.lr``, step schedule, graphed where ``graph_capture`` asks."""
     epochs = cfg.finetune_epochs if epochs is None else epochs
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"finetune_epochs={epochs!r}: must be an int >= 1")
     return TrainConfig(epochs=epochs, lr=cfg.lr, schedule=FINETUNE_SCHEDULE, momentum=MOMENTUM,
-                       weight_decay=WEIGHT_DECAY)
+                       weight_decay=WEIGHT_DECAY, graph_capture=cfg.graph_capture, eval_every=cfg.eval_every)
 
 
 def finetune_lengths(cfg: Resolved) -> tuple[int, int]:
@@ -78,7 +79,8 @@ def pruning_config(cfg: Resolved, pruner: str, finetune_epochs: int | None = Non
             "iterative_schedule": schedule.name if schedule else "none",
             "prune_iterations": cfg.prune_iterations if schedule and schedule.scheduled else 1,
             "finetune_epochs": t.epochs, "lr": t.lr, "finetune_schedule": t.schedule, "momentum": t.momentum,
-            "weight_decay": t.weight_decay, **shared_config(cfg)}
+            "weight_decay": t.weight_decay, "graph_capture": t.graph_capture, "eval_every": t.eval_every,
+            **shared_config(cfg)}
 
 
 def stored_prunings(cfg: Resolved, finetune_epochs: int | None = None) -> "pandas.DataFrame":
@@ -133,7 +135,8 @@ def run_pruning(ctx: Context, model_name: str, pruner: str, seed: int, progress:
             pruning = result.summary | scope.to_dict() | {"params_before": result.before["params"],
                                         "flops_before": result.before["flops_per_image"],
                                         "params_after": result.after["params"],
-                                        "flops_after": result.after["flops_per_image"]}
+                                        "flops_after": result.after["flops_per_image"],
+                                        **eager_stage("pruning", "pruning statistics")}
             model = result.model
             atomic_torch_save(model, pruned_path)  # before the stage: a stored stage implies the model
             run.save_stage("pruning", pruning, experiments.stage_samples(tracer, pruning))

@@ -30,6 +30,7 @@ the whole stage.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -148,7 +149,7 @@ class DDPTrainer(Trainer):
     rank 0 writes the one checkpoint (with every rank's windows) that every rank resumes from."""
 
     def __init__(self, *args, rank: int, world_size: int, group=None, **kwargs):
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, eager="ddp", **kwargs)  # eager whatever graph_capture asks (train.EAGER_STAGES)
         self.rank, self.world_size, self.group = rank, world_size, group
         self.rank_epochs: list[list[dict[str, Any]]] = []  # [epoch][rank] -> window, loss, acc, images
 
@@ -192,7 +193,8 @@ class DDPTrainer(Trainer):
                            "train_acc": sum(r["train_acc"] * r["images"] for r in ranks) / max(images, 1),
                            **{f"window.{k}": v for k, v in w.items()}})
         out["epochs"] = epochs
-        return out
+        return out | {"graph_capture": self.cfg.graph_capture, "graph_captured": False, "graph_reason": "ddp",
+                      "eval_every": self.cfg.eval_every}
 
 
 def check_ddp(cfg: Resolved, world_size: int) -> None:
@@ -202,8 +204,6 @@ def check_ddp(cfg: Resolved, world_size: int) -> None:
     if cfg.batch_size % world_size:
         raise ValueError(f"batch_size={cfg.batch_size} is not divisible by world_size={world_size}; the global batch "
                          "is split evenly across ranks")
-    if cfg.graph_capture:
-        raise ValueError("graph_capture=True is not supported for DDP runs; accepted: graph_capture=False")
 
 
 def _device(cfg: Resolved, local_rank: int) -> torch.device:
@@ -225,7 +225,8 @@ def run_ddp_baseline(cfg: Resolved, model_name: str, seed: int, store_root: str 
     Initialises the process group from torchrun's variables when it is not (NCCL on CUDA, gloo on
     the CPU). Returns the stored result on rank 0 (a cache hit when complete), None elsewhere.
     Raises ValueError (before any rank trains) for a ``batch_size`` not divisible by the world size,
-    ``graph_capture`` (not supported under DDP) or a LOCAL_RANK past the GPUs visible.
+    or a LOCAL_RANK past the GPUs visible. The step runs eagerly (``graph_capture`` is recorded in the
+    config, ``graph_captured: false`` in the stage).
     """
     rank, world_size, local_rank = dist_env()
     check_ddp(cfg, world_size)
@@ -294,7 +295,9 @@ def _train(cfg, model_name, seed, ds, store, run, folder, rank, world_size, loca
     model = build_model(model_name, num_classes=ds.num_classes).to(device)
     ddp = DDP(model, device_ids=[local_rank] if device.type == "cuda" else None)
     with ctx.tracer() as tracer:
-        trainer = DDPTrainer(ddp, RankShard(train_loader, rank, world_size), experiments.baseline_train_config(cfg),
+        # no per-epoch test pass under DDP: the stage record says eval_every=0
+        train_cfg = dataclasses.replace(experiments.baseline_train_config(cfg), eval_every=0)
+        trainer = DDPTrainer(ddp, RankShard(train_loader, rank, world_size), train_cfg,
                              device, checkpoint=checkpoint, rank=rank, world_size=world_size, group=group)
         trainer.fit(tracer, STAGE, progress=progress and rank == 0)
         physical = [p for p in tracer.physical_gpus if p >= 0]
