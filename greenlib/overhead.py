@@ -30,7 +30,7 @@ from .train import LossFn, Trainer, TrainConfig, cross_entropy_loss
 
 FAMILIES: tuple[str, ...] = ("baseline", "distillation", "pruning", "nas")
 MEASURED_EPOCH = "last"  # the first epoch pays for capture, cuDNN autotuning and allocator growth
-SMOKE_MODELS = {"vgg16": "vgg8", "resnet18": "resnet8", "vgg13": "resnet20"}  # --smoke: tiny CPU stand-ins
+SMOKE_MODELS = {"nni-vgg16": "vgg8", "resnet18": "resnet8", "vgg13": "resnet20"}  # --smoke: tiny CPU stand-ins
 
 
 @dataclass(frozen=True)
@@ -58,10 +58,10 @@ def settings(profiles: tuple[str, ...] = ("quick", "paper"), families: tuple[str
         out.setdefault((family, model, bs), set()).add(profile)
 
     for p in profiles:
-        for m in ("vgg16", "resnet18"):
+        for m in ("nni-vgg16", "resnet18"):  # Table 3's baselines (NNI's VGG16)
             add("baseline", m, "baselines", p)
         add("distillation", "vgg13:vgg8", "distillation", p)
-        add("pruning", "vgg16/l1", "pruning", p)
+        add("pruning", "nni-vgg16/l1", "pruning", p)
         add("nas", "darts", "nas", p)
     return [Setting(f, m, bs, tuple(sorted(ps))) for (f, m, bs), ps in out.items() if f in families]
 

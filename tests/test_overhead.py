@@ -15,10 +15,10 @@ REPO = Path(__file__).resolve().parent.parent
 def test_settings_are_each_familys_model_at_the_profiles_batch_sizes():
     got = {(s.family, s.model, s.batch_size): s.profiles for s in overhead.settings(("quick", "paper"))}
     # quick trains everything at 128; the paper profile distils and retrains NAS at RepDistiller's/DARTS' 64
-    assert got[("baseline", "vgg16", 128)] == ("paper", "quick")
+    assert got[("baseline", "nni-vgg16", 128)] == ("paper", "quick")
     assert got[("distillation", "vgg13:vgg8", 64)] == ("paper",)
     assert got[("distillation", "vgg13:vgg8", 128)] == ("quick",)
-    assert got[("nas", "darts", 64)] == ("paper",) and ("pruning", "vgg16/l1", 128) in got
+    assert got[("nas", "darts", 64)] == ("paper",) and ("pruning", "nni-vgg16/l1", 128) in got
     assert {s.family for s in overhead.settings(("quick",), ("nas",))} == {"nas"}
     with pytest.raises(ValueError, match="unknown family 'quant'; accepted: baseline"):
         overhead.settings(("quick",), ("quant",))

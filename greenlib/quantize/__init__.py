@@ -13,7 +13,7 @@ Two backends behind one interface, picked automatically and recorded with every 
 
     dep = quantize(model, "int8", calibration_batches(ds.train_x, ds.mean, ds.std, 1024, 128, "cpu"))
     logits = infer(dep, images)
-    run_quantized(ctx, "vgg16", "int8", seed=0)   # a cached run: TEC = base training + calibration
+    run_quantized(ctx, "nni-vgg16", "int8", seed=0)   # a cached run: TEC = base training + calibration
 
 See docs/quantization.md for what runs where and how TEC is counted.
 """
