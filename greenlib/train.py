@@ -212,7 +212,8 @@ class Trainer:
                 raise GraphCaptureError(
                     f"stage {self._stage!r}: capturing its training step in a CUDA graph failed ({type(e).__name__}: "
                     f"{e}); make the step capturable, or run it eagerly as an entry of greenlib.train.EAGER_STAGES "
-                    "with its reason") from e
+                    "with its reason; restart the Python process before training on the GPU again, since a failed "
+                    "capture leaves CUDA's random generator unusable in it") from e
         self._static_x.copy_(x)
         self._static_y.copy_(y)
         self._graph.replay()

@@ -86,5 +86,7 @@ def test_evaluating_between_graphed_epochs_changes_no_weight():
         assert torch.equal(a, b), name
     summary = runs[1][1]
     assert summary["graph_captured"] is True and summary["eval_epochs"] == 3
-    assert all(0.0 <= e["test_acc"] <= 1.0 for e in summary["epochs"]) and summary["eval_energy_j"] > 0
+    # two batches of 32 take milliseconds: the energy counter may not tick inside them (0 J is possible)
+    assert all(0.0 <= e["test_acc"] <= 1.0 for e in summary["epochs"]) and summary["eval_energy_j"] >= 0
+    assert summary["eval_elapsed_s"] > 0 and all(e["eval_elapsed_s"] > 0 for e in summary["epochs"])
     assert summary["energy_j"] == pytest.approx(sum(e["window.energy_j"] for e in summary["epochs"]))
