@@ -160,7 +160,7 @@ from torch import nn
 from greenlib.data import GPULoader, make_synthetic
 from greenlib.models import build_model
 from greenlib.tracer import Tracer
-from greenlib.train import Trainer, TrainConfig
+from greenlib.train import GraphCaptureError, Trainer, TrainConfig
 
 def syncing_loss(model, x, y):
     logits = model(x)
