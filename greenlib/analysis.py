@@ -139,7 +139,11 @@ def collect(profile: str, families: Sequence[str] | None = None) -> pd.DataFrame
     out = pd.concat(frames, ignore_index=True)
     trained = out["train_hardware"] if "train_hardware" in out else pd.Series(None, index=out.index, dtype=object)
     out["train_hardware"] = trained.astype(object).where(trained.notna(), out["hardware"])
-    out["iec_stack"] = out["iec_stack"].fillna(NO_STACK) if "iec_stack" in out else NO_STACK
+    # a run whose metrics lack the stack (pruning stored it only in its inference stage) takes the stage's
+    stack = out["iec_stack"] if "iec_stack" in out else pd.Series(None, index=out.index, dtype=object)
+    if "inference.stack" in out:
+        stack = stack.fillna(out["inference.stack"])
+    out["iec_stack"] = stack.fillna(NO_STACK)
     # the same method measured on two GPUs: two methods, told apart by their label
     on = out.groupby("label")["hardware"].transform("nunique")
     out.loc[on > 1, "label"] = out.loc[on > 1, "label"] + " · " + out.loc[on > 1, "hardware"].astype(str)

@@ -211,7 +211,8 @@ class ResultsStore:
 
 
 _STAGE_FIELDS = ("energy_j", "energy_wh", "elapsed_s", "energy_source", "mean_power_w",
-                 "mean_gpu_util_pct", "mean_mem_util_pct", "estimated")
+                 "mean_gpu_util_pct", "mean_mem_util_pct", "estimated",
+                 "stack", "graph_captured")  # an IEC stage's inference stack; a training stage's step
 _ENV_FIELDS = ("hardware", "gpu_model", "driver", "torch", "cpu", "git_commit", "git_dirty", "date_utc",
                "dataset_description")  # a run's metrics may name it too; theirs wins
 

@@ -250,3 +250,17 @@ def test_captions_name_a_dataset_once_and_fall_back_to_the_runs_environment(tmp_
     run.finish({"energy_measured_by": "counter"})  # metrics without a dataset description (notebook 11's)
     rows = store.load_results()
     assert f"dataset: {x} |" in report.caption(rows, "quick")
+
+
+def test_collect_takes_the_iec_stack_from_the_inference_stage_where_the_metrics_lack_it(monkeypatch):
+    # pruning runs stored their stack only in stages/inference.json (load_runs: column inference.stack)
+    def stored(cfg):
+        return pd.DataFrame([{"model": "vgg16", "pruner": p, "hardware": "GPU A", "acc": 0.5, "tec_wh": 1.0,
+                              "iec_wh": 1e-6, "seed": 0, "run_id": p, "iec_stack": None, "inference.stack": s}
+                             for p, s in (("l1", "PyTorch fp32, batch 128, TF32 off"), ("l2", None))])
+
+    fam = analysis.Family("pruning", "pruning", stored, lambda r: f"{r['model']} {r['pruner']}", lambda r: r["pruner"])
+    monkeypatch.setattr(analysis, "FAMILIES", {"pruning": fam})
+    runs = analysis.collect("smoke").set_index("run_id")
+    assert runs.loc["l1", "iec_stack"] == "PyTorch fp32, batch 128, TF32 off"
+    assert runs.loc["l2", "iec_stack"] == analysis.NO_STACK

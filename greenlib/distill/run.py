@@ -169,7 +169,7 @@ def run_distillation(ctx: Context, teacher: str, student: str, method: str, seed
     metrics = _distill_and_measure(ctx, run, model, teacher_model, distiller, cls, student, seed, progress)
     if cfg.iec_shared:
         iec = student_iec(ctx, student, seed)
-        metrics |= {k: iec["metrics"][k] for k in ("iec_wh", "iec_j", "latency_ms", "throughput_ips")}
+        metrics |= {k: iec["metrics"].get(k) for k in (*experiments.IEC_FIELDS, "iec_stack")}
         metrics |= {"iec_run_id": iec["run_id"],
                     "estimated": metrics["estimated"] or bool(iec["metrics"]["estimated"])}
     tm = teacher_res["metrics"]
