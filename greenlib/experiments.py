@@ -222,8 +222,6 @@ def base_baseline_config(ctx: Context, model_name: str, seed: int, epochs: int |
     (``graph_capture``, ``eval_every``), are carried over: a family's own lr or epochs are not the
     base model's.
     """
-    from . import config as _config
-
     carried = (*_config.COMMON_PARAMS, *_config.TRAINING_PARAMS)
     shared = {k: ctx.cfg[k] for k in carried if k in ctx.cfg and k not in ("seeds", "force")}
     return _config.resolve("baselines", profile=ctx.cfg.profile, **shared, models=[model_name], seeds=[seed],
