@@ -14,6 +14,9 @@ REPO = Path(__file__).resolve().parent.parent
 # cache, and a session fixture runs only after collection. Kernels the tests start keep their
 # connection files (which hold the kernel's key) in JUPYTER_RUNTIME_DIR, not in /tmp.
 TOOL_DIRS = {"MPLCONFIGDIR": "matplotlib", "IPYTHONDIR": "ipython", "JUPYTER_RUNTIME_DIR": "jupyter-runtime"}
+# A checkpoint after every epoch (the default is one a minute, greenlib.train.CHECKPOINT_EVERY_S), so
+# the tests that kill a run between two epochs, kernels they start included, find it to resume from.
+os.environ["GREENLIB_CHECKPOINT_EVERY_S"] = "0"
 for _var, _sub in TOOL_DIRS.items():
     os.environ.setdefault(_var, str(REPO / ".cache" / _sub))
     Path(os.environ[_var]).mkdir(parents=True, exist_ok=True)

@@ -176,3 +176,51 @@ def test_evaluate_reports_accuracy_fraction():
     assert evaluate(model, [(x, y)], "cpu")["acc"] == 0.75
     with pytest.raises(ValueError, match="no samples"):
         evaluate(model, [], "cpu")
+
+
+class _Clock:
+    """A stand-in for ``time`` in greenlib.train: 30 s pass at the start of every epoch."""
+
+    def __init__(self):
+        self.t = 0.0
+
+    def monotonic(self):
+        return self.t
+
+
+def test_checkpoints_are_written_once_a_minute_and_after_the_last_epoch(tmp_path, monkeypatch):
+    import greenlib.train as train_mod
+
+    clock = _Clock()
+    monkeypatch.setattr(train_mod, "time", clock)
+
+    class Slow(Batches):
+        def __iter__(self):
+            clock.t += 30.0
+            yield from super().__iter__()
+
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+    trainer = Trainer(model, Slow(), TrainConfig(epochs=5, lr=0.1), "cpu", checkpoint=tmp_path / "ck.pt",
+                      checkpoint_every_s=50.0)
+    saved = []
+    real_save = trainer._save
+    monkeypatch.setattr(trainer, "_save", lambda: (saved.append(len(trainer.history)), real_save()))
+    with Tracer(source="cpu", interval_s=0.05) as tr:
+        trainer.fit(tr, "base_training", progress=False)
+    # epochs end at 30, 60, 90, 120, 150 s: written at 60 s (>= 50 s after the start) and 120 s
+    # (60 s after that), and after the last epoch
+    assert saved == [2, 4, 5]
+    assert len(torch.load(tmp_path / "ck.pt", weights_only=False)["history"]) == 5
+    every, _, _ = _fit(tmp_path / "every.pt", Batches(), epochs=2)  # the tests' GREENLIB_CHECKPOINT_EVERY_S=0
+    assert len(torch.load(tmp_path / "every.pt", weights_only=False)["history"]) == 2
+
+
+def test_a_bad_checkpoint_interval_is_refused_in_one_line():
+    import subprocess
+    import sys
+
+    with pytest.raises(ValueError, match=r"checkpoint_every_s=-1\.0 must be"):
+        Trainer(nn.Linear(2, 2), [], TrainConfig(epochs=1), "cpu", checkpoint_every_s=-1.0)
+    env = {**__import__("os").environ, "GREENLIB_CHECKPOINT_EVERY_S": "often"}
+    out = subprocess.run([sys.executable, "-c", "import greenlib.train"], env=env, capture_output=True, text=True)
+    assert out.returncode != 0 and "GREENLIB_CHECKPOINT_EVERY_S='often' is not a number" in out.stderr

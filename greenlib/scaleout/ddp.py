@@ -149,7 +149,8 @@ class DDPTrainer(Trainer):
     rank 0 writes the one checkpoint (with every rank's windows) that every rank resumes from."""
 
     def __init__(self, *args, rank: int, world_size: int, group=None, **kwargs):
-        super().__init__(*args, eager="ddp", **kwargs)  # eager whatever graph_capture asks (train.EAGER_STAGES)
+        # eager whatever graph_capture asks (train.EAGER_STAGES); _save gathers every epoch's windows
+        super().__init__(*args, eager="ddp", checkpoint_every_s=0.0, **kwargs)
         self.rank, self.world_size, self.group = rank, world_size, group
         self.rank_epochs: list[list[dict[str, Any]]] = []  # [epoch][rank] -> window, loss, acc, images
 
