@@ -67,7 +67,8 @@ def run_sampling_study(ctx: Context, seed: int = 0, progress: bool = True) -> di
     seed_everything(seed)
     model = build_model(cfg.model, num_classes=ctx.dataset.num_classes).to(ctx.device)
     train_loader, _ = ctx.loaders(seed)
-    trainer = Trainer(model, train_loader, TrainConfig(epochs=cfg.epochs), ctx.device)
+    # every window waits for its closing sample: the study compares the sampled figures with the counter
+    trainer = Trainer(model, train_loader, TrainConfig(epochs=cfg.epochs), ctx.device, wait_for_samples=True)
     cpu = ctx.device.type == "cpu"
     fast, smi, summary = trace_all_sources(
         lambda tracer: trainer.fit(tracer, STUDY_WINDOW, progress=progress), gpus=gpus, fast_source=fast_source,

@@ -153,7 +153,11 @@ class Trainer:
     ``checkpoint`` (a path) is written atomically after the first epoch that ends
     ``checkpoint_every_s`` seconds (None: :data:`CHECKPOINT_EVERY_S`) or more after the previous
     write (0: after every epoch) and after the last epoch, and read on start, so an interrupted
-    :meth:`fit` continues from there. ``extra_modules`` are trained alongside the model (a distiller's connectors) and checkpointed with it. ``eval_loader`` is the test
+    :meth:`fit` continues from there. ``wait_for_samples``: whether closing an epoch's (or an
+    evaluation's) window waits for the next sample (see ``Tracer.end_window``'s ``cover``); None:
+    only where the tracer has no hardware energy counter. Those waits (up to one sampling interval
+    each, twice an epoch with ``eval_every=1``) idled the GPU between graphed epochs. ``extra_modules``
+    are trained alongside the model (a distiller's connectors) and checkpointed with it. ``eval_loader`` is the test
     loader of ``cfg.eval_every``. ``eager`` names this stage's entry of :data:`EAGER_STAGES`
     (it runs eagerly whatever ``cfg.graph_capture`` says).
     """
@@ -161,13 +165,14 @@ class Trainer:
     def __init__(self, model: nn.Module, train_loader: Iterable, cfg: TrainConfig, device: torch.device | str,
                  loss_fn: LossFn = cross_entropy_loss, extra_modules: Sequence[nn.Module] = (),
                  checkpoint: str | Path | None = None, eval_loader: Iterable | None = None, eager: str | None = None,
-                 checkpoint_every_s: float | None = None):
+                 checkpoint_every_s: float | None = None, wait_for_samples: bool | None = None):
         self.model, self.loader, self.cfg = model, train_loader, cfg
         if checkpoint_every_s is None:
             checkpoint_every_s = CHECKPOINT_EVERY_S
         if not checkpoint_every_s >= 0:
             raise ValueError(f"checkpoint_every_s={checkpoint_every_s!r} must be a number of seconds >= 0")
         self.checkpoint_every_s = float(checkpoint_every_s)
+        self.wait_for_samples = wait_for_samples
         self.device = torch.device(device)
         if eager is not None and eager not in EAGER_STAGES:
             raise ValueError(f"eager={eager!r} is not a documented eager stage; accepted: {', '.join(EAGER_STAGES)}")
@@ -212,7 +217,15 @@ class Trainer:
         state = torch.load(self.checkpoint, map_location="cpu", weights_only=False)
         self.model.load_state_dict(state["model"])
         self.extra.load_state_dict(state["extra"])
+        # the graphed step reads each group's lr from its own device tensor (captured by address);
+        # load_state_dict would put the saved one, a CPU tensor, in its place: keep ours, saved value
+        lrs = [g["lr"] for g in self.opt.param_groups]
         self.opt.load_state_dict(state["opt"])
+        for g, lr in zip(self.opt.param_groups, lrs):
+            if isinstance(lr, torch.Tensor):
+                with torch.no_grad():
+                    lr.fill_(float(g["lr"]))
+                g["lr"] = lr
         self.history = [EpochRecord(**h) for h in state["history"]]
         torch.set_rng_state(state["rng_cpu"])
         if state["rng_cuda"] is not None and torch.cuda.is_available():
@@ -328,7 +341,7 @@ class Trainer:
             correct = torch.zeros((), device=self.device, dtype=torch.long)
             n = 0
             self._counts = {"graphed": 0, "eager": 0}
-            with tracer.window(f"{stage}/epoch{epoch}"):
+            with tracer.window(f"{stage}/epoch{epoch}", **self._cover(tracer)):
                 for x, y in self.loader:
                     loss, corr = step(x, y)
                     loss_sum += loss * y.shape[0]
@@ -349,6 +362,13 @@ class Trainer:
                             J=f"{summary.get('energy_j', float('nan')):.0f}")
         return self.summary(stage)
 
+    def _cover(self, tracer) -> dict[str, bool]:
+        """``tracer.window``'s keyword: no wait for a closing sample where the counter gives the energy."""
+        wait = self.wait_for_samples
+        if wait is None:
+            wait = not getattr(tracer, "has_counter", False)
+        return {} if wait else {"cover": False}
+
     def _checkpoint_due(self, epoch: int) -> bool:
         return (epoch + 1 == self.cfg.epochs
                 or time.monotonic() - self._saved_at >= self.checkpoint_every_s)
@@ -360,7 +380,7 @@ class Trainer:
     def _evaluate_epoch(self, tracer, stage: str, rec: EpochRecord) -> None:
         """Test accuracy after ``rec``'s epoch, in its own window (not the epoch's: not in TEC)."""
         name = f"{stage}/eval{rec.epoch}"
-        with tracer.window(name):
+        with tracer.window(name, **self._cover(tracer)):
             ev = evaluate(self.model, self.eval_loader, self.device)
         self.model.train()  # evaluate() left it in eval mode; a partial last batch trains eagerly
         w = tracer.windows[name].to_dict()

@@ -224,3 +224,24 @@ def test_a_bad_checkpoint_interval_is_refused_in_one_line():
     env = {**__import__("os").environ, "GREENLIB_CHECKPOINT_EVERY_S": "often"}
     out = subprocess.run([sys.executable, "-c", "import greenlib.train"], env=env, capture_output=True, text=True)
     assert out.returncode != 0 and "GREENLIB_CHECKPOINT_EVERY_S='often' is not a number" in out.stderr
+
+
+@pytest.mark.parametrize("has_counter, wait_for_samples, waits", [
+    (True, None, False),   # the counter gives the energy: no epoch or evaluation window waits for a sample
+    (False, None, True),   # the samples give it: every window waits for its closing sample
+    (True, True, True),    # asked for (the sampling-rate study compares the sampled figures)
+])
+def test_epoch_windows_wait_for_a_closing_sample_only_where_the_samples_give_the_energy(
+        monkeypatch, has_counter, wait_for_samples, waits):
+    monkeypatch.setattr(Tracer, "has_counter", property(lambda self: has_counter))
+    waited = []
+    real_wait = Tracer._wait_for_coverage
+    monkeypatch.setattr(Tracer, "_wait_for_coverage", lambda self, until: (waited.append(until), real_wait(self, until)))
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+    trainer = Trainer(model, Batches(), TrainConfig(epochs=2, lr=0.1, eval_every=1), "cpu",
+                      eval_loader=[(Batches().x, Batches().y)], wait_for_samples=wait_for_samples)
+    with Tracer(source="cpu", interval_s=0.05) as tr:
+        summary = trainer.fit(tr, "base_training", progress=False)
+        n_windows = len(tr.windows)
+    assert n_windows == 4 and summary["n_windows"] == 2 and summary["energy_j"] > 0
+    assert len(waited) == (4 if waits else 0)

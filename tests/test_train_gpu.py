@@ -39,15 +39,18 @@ def test_graphed_and_eager_training_reach_the_same_weights():
     assert summary["energy_j"] >= 0 and summary["energy_source"] in ("counter", "nvml", "smi")
 
 
-def test_an_interrupted_cuda_run_resumes_to_the_same_weights(tmp_path):
+@pytest.mark.parametrize("graph", [False, True])
+def test_an_interrupted_cuda_run_resumes_to_the_same_weights(tmp_path, graph):
     # the checkpoint holds CPU RNG state beside CUDA tensors: loading it onto the GPU must keep the
-    # RNG state on the CPU (it once failed with "RNG state must be a torch.ByteTensor")
+    # RNG state on the CPU (it once failed with "RNG state must be a torch.ByteTensor"); a graphed
+    # run's lr is a device tensor, which loading the optimizer once replaced by a CPU one (the capture
+    # of the resumed run then failed: "found at least two devices, cuda:0 and cpu")
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     g = torch.Generator(device="cuda").manual_seed(2)
     x = torch.randn(4 * 32, 3, 32, 32, device="cuda", generator=g, dtype=torch.float64)
     y = torch.randint(0, 100, (4 * 32,), device="cuda", generator=g)
     batches = [(x[i:i + 32], y[i:i + 32]) for i in range(0, 4 * 32, 32)]
-    cfg = TrainConfig(epochs=2, lr=0.05)
+    cfg = TrainConfig(epochs=2, lr=0.05, graph_capture=graph)
 
     def trainer(epochs_cfg, path):
         torch.manual_seed(0)
@@ -57,13 +60,14 @@ def test_an_interrupted_cuda_run_resumes_to_the_same_weights(tmp_path):
     whole, t_whole = trainer(cfg, tmp_path / "whole.pt")
     with Tracer(gpus=(0,), interval_s=0.1) as tr:
         t_whole.fit(tr, "train", progress=False)
-    _, first = trainer(TrainConfig(epochs=1, lr=0.05), tmp_path / "part.pt")
+    _, first = trainer(TrainConfig(epochs=1, lr=0.05, graph_capture=graph), tmp_path / "part.pt")
     with Tracer(gpus=(0,), interval_s=0.1) as tr:  # "killed" after one epoch: its checkpoint stays
         first.fit(tr, "train", progress=False)
     resumed, t_resumed = trainer(cfg, tmp_path / "part.pt")
     with Tracer(gpus=(0,), interval_s=0.1) as tr:  # a new process: a new tracer
         summary = t_resumed.fit(tr, "train", progress=False)
     assert [h.epoch for h in t_resumed.history] == [0, 1] and summary["n_windows"] == 2
+    assert summary["graph_captured"] is graph
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
         assert torch.allclose(a.double(), b.double(), rtol=1e-7, atol=1e-10), name
 

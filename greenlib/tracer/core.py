@@ -246,26 +246,38 @@ class Tracer:
         self._sync()
         self._begin(name)
 
-    def end_window(self, name: str) -> WindowSummary:
-        """Close window ``name`` and return its summary (also stored in ``windows[name]``)."""
-        return self._finish(name, wait=True)
+    def end_window(self, name: str, cover: bool = True) -> WindowSummary:
+        """Close window ``name`` and return its summary (also stored in ``windows[name]``).
 
-    def _finish(self, name: str, wait: bool) -> WindowSummary:
+        ``cover=False``: do not wait for a sample after the window's end (up to one interval, plus
+        ``tail_s``) before summarising; the sampled figures then hold the last sample to the end.
+        For windows whose energy is the hardware counter's (:attr:`has_counter`), so that code
+        tracing many short windows in a row (a trainer's epochs) does not idle its GPU meanwhile.
+        """
+        return self._finish(name, wait=True, cover=cover)
+
+    @property
+    def has_counter(self) -> bool:
+        """Whether windows take their energy from a hardware counter (not from the samples)."""
+        return bool(self._source.has_counter) and not self._source.estimated
+
+    def _finish(self, name: str, wait: bool, cover: bool = True) -> WindowSummary:
         """``wait=False`` when the traced code failed: neither synchronise CUDA (it may be what
         failed) nor wait for more samples; summarise what there is."""
         if name not in self._open or name == IDLE_WINDOW:
             raise ValueError(f"window {name!r} is not open; open windows: {list(self._open) or 'none'}")
         if wait:
             self._sync()
-        s = self._end(name, wait=wait)
+        s = self._end(name, wait=wait, cover=cover)
         self.windows[name] = s
         if self.verbose:
             print(s.line())
         return s
 
     @contextlib.contextmanager
-    def window(self, name: str) -> Iterator[LiveWindow]:
+    def window(self, name: str, cover: bool = True) -> Iterator[LiveWindow]:
         """Trace the ``with`` body as window ``name``; yields the live window. Nestable.
+        ``cover``: as :meth:`end_window`'s.
 
         The window ends (and is summarised) even if the body raises; the exception propagates.
         """
@@ -283,17 +295,17 @@ class Tracer:
             raise
         else:
             if name in self._open:  # stop() inside the body may have ended it already
-                self._finish(name, wait=True)
+                self._finish(name, wait=True, cover=cover)
 
     def _begin(self, name: str) -> None:
         counter, err = self._read_counter()
         self._open[name] = LiveWindow(self, name, self.now_s(), counter, err)
 
-    def _end(self, name: str, wait: bool = True) -> WindowSummary:
+    def _end(self, name: str, wait: bool = True, cover: bool = True) -> WindowSummary:
         live = self._open[name]
         end_s = self.now_s()
         counter_end, err = self._read_counter()
-        if wait:
+        if wait and cover:
             self._wait_for_coverage(end_s + self.tail_s)
         del self._open[name]
         counter_delta = None
