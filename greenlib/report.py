@@ -139,6 +139,59 @@ def beside_paper(measured: pd.DataFrame, published: pd.DataFrame, keys: Sequence
     return both[[c for c in cols if c in both]].sort_values([*keys, "source"], kind="stable").reset_index(drop=True)
 
 
+SHORT_BY_POINTS = 2.0
+"""How far below the published top-1 accuracy (percentage points) a row is called short."""
+
+
+def accuracy_gap(measured: pd.DataFrame, published: pd.DataFrame, keys: Sequence[str], our_budget: str,
+                 published_budget: str, published_acc: str = "acc_percent",
+                 short_by: float = SHORT_BY_POINTS) -> pd.DataFrame:
+    """Our top-1 accuracy beside the published one for the same ``keys``, with both epoch budgets.
+
+    One row per measured row (mean over its rows where ``keys`` repeat): ``acc_percent`` (ours),
+    ``our_epochs``, ``published_acc_percent`` (``published``'s ``published_acc`` column; NaN where
+    the paper has no such row), ``published_epochs``, ``gap_points`` (ours minus published) and
+    ``note``: ``more than 2 points short`` (``short_by``), ``within 2 points``, ``above`` or
+    ``no published value``.
+    """
+    keys = list(keys)
+    missing = [k for k in [*keys, "acc_percent"] if k not in measured]
+    if missing:
+        raise ValueError(f"accuracy_gap: measured rows lack {missing}; they have {list(measured.columns)}")
+    if published_acc not in published:
+        raise ValueError(f"accuracy_gap: published rows lack {published_acc!r}")
+    ours = measured.groupby(keys, sort=False, dropna=False)["acc_percent"].mean().reset_index()
+    pub = (published[[*keys, published_acc]].dropna(subset=[published_acc])
+           .groupby(keys, sort=False)[published_acc].mean().rename("published_acc_percent").reset_index())
+    out = ours.merge(pub, on=keys, how="left")
+    out.insert(len(keys) + 1, "our_epochs", our_budget)
+    out["published_epochs"] = published_budget
+    out["gap_points"] = (out["acc_percent"] - out["published_acc_percent"]).round(2)
+
+    def note(gap: float) -> str:
+        if pd.isna(gap):
+            return "no published value"
+        if gap < -short_by:
+            return f"more than {short_by:g} points short"
+        return "above" if gap > 0 else f"within {short_by:g} points"
+
+    out["note"] = out["gap_points"].map(note)
+    return out
+
+
+def gap_summary(gap: pd.DataFrame, short_by: float = SHORT_BY_POINTS) -> str:
+    """One line on :func:`accuracy_gap`'s table: how many rows fall more than ``short_by`` points short."""
+    known = gap.dropna(subset=["published_acc_percent"])
+    if known.empty:
+        return "no row has a published accuracy to compare with"
+    short = known[known["gap_points"] < -short_by]
+    budgets = f"ours: {known['our_epochs'].iloc[0]}; published: {known['published_epochs'].iloc[0]}"
+    if short.empty:
+        return f"every row with a published accuracy is within {short_by:g} points of it or above ({budgets})"
+    return (f"{len(short)} of {len(known)} rows are more than {short_by:g} points below the published accuracy "
+            f"(median gap {short['gap_points'].median():+.1f} points; {budgets}): the epoch budgets differ")
+
+
 def stage_table(runs: pd.DataFrame, stages: Sequence[str], keys: Sequence[str] = ("model", "seed", "hardware")
                 ) -> pd.DataFrame:
     """One row per (run, stage): time, energy, mean power and utilisation (Table 4's columns)."""

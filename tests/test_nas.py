@@ -229,3 +229,29 @@ def test_nni_nas_imports_without_websockets():
             "import nni.nas.strategy, websockets; assert websockets.__greenlib_stub__; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+# -- the grid (issue 21: the campaign runs NAS through it) -------------------------------------
+def test_a_grid_nas_cell_is_the_run_the_notebook_makes(runs, ctx, tmp_path):
+    from greenlib.results import run_id
+    from greenlib.scaleout import cells as cellmod
+    from greenlib.scaleout import grid
+
+    plan = grid.make_plan([("nas", TINY)], "smoke", ctx.store.root, hardware=["cpu"])
+    assert sorted(c.label for c in plan.cells) == ["nas darts searched on 100 classes seed=0",
+                                                   "nas proxyless searched on 100 classes seed=0"]
+    assert plan.waves[0] == []  # a NAS run needs no shared run
+    # the notebook's runs (the fixture's) are the cells' runs: the grid finds them complete
+    assert {c.args[0]: rid for c, rid in plan.done.items()} == {s: r["run_id"] for s, r in runs.items()}
+    # priced as greenlib.cost prices notebook 05: a search and a retraining per strategy
+    rows = sorted((r["kind"], r["key"], r["epochs"]) for c in plan.cells for r in cellmod.stages(c))
+    assert rows == [("nas_retrain", "darts", 1), ("nas_retrain", "proxyless", 1),
+                    ("nas_search", "darts", 1), ("nas_search", "proxyless", 1)]
+    # a cell a job runs (another seed, another store) lands under the id its selector names
+    cell = grid.make_plan([("nas", {**TINY, "strategies": ["proxyless"], "seeds": [2]})], "smoke",
+                          tmp_path).cells[0]
+    out = grid.run_cell(cell, str(tmp_path), progress=False)
+    assert out["status"] == "done" and out["run_id"] == run_id({**cellmod.selector(cell), "hardware": "cpu"})
+    assert (tmp_path / out["run_id"] / "result.json").exists()
+    with pytest.raises(ConfigError, match="enas"):
+        grid.make_plan([("nas", {**TINY, "strategies": ["enas"]})], "smoke", tmp_path)

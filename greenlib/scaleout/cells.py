@@ -156,6 +156,20 @@ def _distillation_stages(cfg: Resolved, args: tuple) -> list[tuple[str, str, int
     return out
 
 
+def _nas_selector(cfg: Resolved, args: tuple) -> dict[str, Any]:
+    from ..nas.run import nas_config
+
+    strategy, seed, search_classes = args
+    return nas_config(cfg, strategy, seed, search_classes)
+
+
+def _nas_stages(cfg: Resolved, args: tuple) -> list[tuple[str, str, int]]:
+    from ..nas.run import retrain_epochs
+
+    strategy = args[0]
+    return [("nas_search", strategy, cfg.search_epochs), ("nas_retrain", strategy, retrain_epochs(cfg, strategy))]
+
+
 def _teacher_selector(cfg: Resolved, args: tuple) -> dict[str, Any]:
     from ..distill.teacher import teacher_config
 
@@ -188,6 +202,12 @@ KINDS: dict[str, CellKind] = {
     "distillation": CellKind(
         "distillation", _distillation_cells, "greenlib.distill.run:run_distillation", _distillation_selector,
         lambda a: f"distillation {a[0]}->{a[1]} {a[2]} seed={a[3]}", _distillation_requires, _distillation_stages),
+    # notebook 05's loop: every strategy on its paper space, searched on the dataset (100 classes) or its
+    # CIFAR-10-shaped variant (10), then retrained; args in run_nas's order (strategy, seed, search_classes)
+    "nas": CellKind(
+        "nas", lambda cfg: [(st, s, c) for st in cfg.strategies for c in cfg.search_classes for s in cfg.seeds],
+        "greenlib.nas.run:run_nas", _nas_selector,
+        lambda a: f"nas {a[0]} searched on {a[2]} classes seed={a[1]}", stages=_nas_stages),
     # not sections of their own: the teacher run every distillation cell needs (RepDistiller's recipe),
     # and the shared student IEC run (iec_shared)
     "teacher": CellKind(
