@@ -27,6 +27,7 @@ passes, data generation, process start-up; they are seconds against the GPU-days
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -97,8 +98,31 @@ def measured_rates(store) -> pd.DataFrame:
                          "graph_captured": bool(summary.get("graph_captured", False)),
                          "j_per_image_epoch": summary["energy_j"] / n, "s_per_image_epoch": summary["elapsed_s"] / n,
                          "run_id": res["run_id"]})
-    return pd.DataFrame(rows, columns=["kind", "key", "batch_size", "hardware", "graph_captured", "j_per_image_epoch",
-                                       "s_per_image_epoch", "run_id"])
+    return pd.DataFrame(rows, columns=_RATE_COLUMNS)
+
+
+_RATE_COLUMNS = ["kind", "key", "batch_size", "hardware", "graph_captured", "j_per_image_epoch", "s_per_image_epoch",
+                 "run_id"]
+
+
+def reference_rates(root=None) -> pd.DataFrame:
+    """:func:`measured_rates` of every committed rate store under ``root`` (default
+    ``paths.rates_dir()``: ``data/measurements/rates/<name>/``), with a ``rates_store`` column.
+
+    Those stores hold runs made only to price stages no profile's store measures at the size the
+    paper trains, such as NAS at the paper's search and retraining sizes. A rate per image-epoch
+    does not depend on the pixels, so they may run on the stand-in; their accuracy means nothing.
+    """
+    from . import paths
+    from .results import ResultsStore
+
+    root = paths.rates_dir() if root is None else root
+    frames = [measured_rates(ResultsStore(d)).assign(rates_store=d.name)
+              for d in sorted(p for p in Path(root).glob("*") if p.is_dir())]
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        return pd.DataFrame(columns=[*_RATE_COLUMNS, "rates_store"])
+    return pd.concat(frames, ignore_index=True)
 
 
 def plan(profile: str) -> pd.DataFrame:

@@ -31,6 +31,12 @@ def figures_dir(profile: str) -> Path:
     return Path(os.environ.get("GREENLIB_FIGURES", REPO_ROOT / "figures")) / profile
 
 
+def rates_dir() -> Path:
+    """Committed stores of training rates measured for pricing only (``data/measurements/rates/``):
+    each a results store whose runs :func:`greenlib.cost.reference_rates` reads."""
+    return REPO_ROOT / "data" / "measurements" / "rates"
+
+
 def paper_dir() -> Path:
     """The paper's transcribed tables (``data/paper/``)."""
     return REPO_ROOT / "data" / "paper"

@@ -135,3 +135,28 @@ def test_the_paper_plan_trains_graphed_except_where_a_stage_cannot_be_captured()
              & (p.notebook != "11_sampling_rate")].graph_capture.all()
     assert not p[p.kind == "nas_search"].graph_capture.any()
     assert not cost.plan("smoke").graph_capture.any()  # the CPU profile trains eagerly
+
+
+def test_reference_rate_stores_price_what_no_profile_store_measures(tmp_path):
+    # a committed rate store: one NAS run at the paper's batch size, 2 retraining epochs of 1,000 images
+    ref = ResultsStore(tmp_path / "rates" / "gpu-a-nas")
+    _add(ref, {"kind": "nas", "strategy": "darts", "batch_size": 64, "train_size": 1000, "search_epochs": 1,
+               "retrain_epochs": 2}, {"search": _stage(500.0, 5.0, 1), "retrain": _stage(4000.0, 20.0, 2)})
+    (tmp_path / "rates" / "empty").mkdir()
+    r = cost.reference_rates(tmp_path / "rates")
+    assert set(r["rates_store"]) == {"gpu-a-nas"}
+    retrain = r[r["kind"] == "nas_retrain"].iloc[0]
+    assert retrain["j_per_image_epoch"] == pytest.approx(2.0) and retrain["s_per_image_epoch"] == pytest.approx(0.01)
+    assert cost.reference_rates(tmp_path / "none").empty
+    planned = pd.DataFrame([{"notebook": "05_nas", "kind": "nas_retrain", "key": "darts", "batch_size": 64,
+                             "epochs": 600, "images": 50_000, "runs": 1}])
+    p = cost.predict(planned, r).iloc[0]
+    assert p["basis"] == "measured" and p["gpu_hours"] == pytest.approx(0.01 * 600 * 50_000 / 3600)
+
+
+def test_the_committed_nas_rates_price_the_paper_profiles_nas_stages():
+    r = cost.reference_rates()
+    assert {("nas_search", "darts"), ("nas_retrain", "darts"), ("nas_search", "proxyless"),
+            ("nas_retrain", "proxyless")} <= set(zip(r["kind"], r["key"]))
+    nas = cost.predict(cost.plan("paper").query("notebook == '05_nas'"), r)
+    assert len(nas) == 4 and (nas["basis"] == "measured").all() and (nas["gpu_hours"] > 0).all()
