@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from . import config, metric
+from . import config, metric, paper
 from .config import ConfigError
 from .paper import TABLE3, TABLE5, GConvention
 
@@ -260,6 +260,84 @@ def pick(table: pd.DataFrame, labels: Sequence[str]) -> tuple[pd.DataFrame, list
 def convention_for(tau: float) -> GConvention:
     """Table 3's convention at tau = 2, Table 5's otherwise (as the paper prints them)."""
     return TABLE3 if tau == 2 else TABLE5
+
+
+# --- our accuracy beside the published one ---------------------------------------------------------
+
+_PAPER_MODELS = ("VGG16", "VGG19", "ResNet18", "VGG13", "VGG8", "ResNet56", "ResNet20")
+_NAS_NAMES = {"darts": "Darts", "proxyless": "ProxylessNAS"}
+PUBLISHED_EPOCHS = {"baseline": "160 epochs", "pruning": "160 base + 160 fine-tuning epochs (the text)",
+                    "quantization": "160 base epochs", "distillation": "teacher 240 + student 240 epochs (CRD)",
+                    "nas": "search 50 + retraining 600 (DARTS) / not stated (ProxylessNAS) epochs"}
+
+
+def paper_label(r: pd.Series) -> str | None:
+    """The paper's Table 3/5 label of a run's method (``APoZ VGG16``, ``CRD VGG13→VGG8``,
+    ``ProxylessNAS (CIFAR100)``), or None where the paper has no such row."""
+    from .models import nni_zoo_name
+    from .prune.registry import get_pruner
+
+    names = {nni_zoo_name(n): n for n in _PAPER_MODELS}
+    fam, model = r.get("family"), names.get(str(r.get("model")))
+    if fam == "baseline" or (fam == "quantization" and r.get("precision") == "fp32"):
+        label = f"{model} baseline" if model else None
+    elif fam == "pruning":
+        label = f"{get_pruner(str(r['pruner'])).method.removesuffix(' Pruner')} {model}" if model else None
+    elif fam == "quantization":
+        label = f"{str(r.get('precision')).upper()} {model}" if model else None
+    elif fam == "distillation":
+        t, st = names.get(str(r.get("teacher"))), names.get(str(r.get("student")))
+        label = f"{r['method']} {t}→{st}" if t and st else None
+    elif fam == "nas":
+        classes = r.get("search_classes")
+        classes = 100 if classes != classes or classes is None else int(classes)
+        label = f"{_NAS_NAMES.get(str(r.get('strategy')), r.get('strategy'))} (CIFAR{classes})"
+    else:
+        label = None
+    return label if label in set(paper.load_table5()["label"]) else None
+
+
+def our_epochs(family: str, r: pd.Series) -> str:
+    """The epoch budget a run of ``family`` trained with, in words."""
+    def n(key):
+        v = r.get(key)
+        return "?" if v is None or v != v else f"{int(v)}"
+    return {"baseline": lambda: f"{n('epochs')} epochs",
+            "pruning": lambda: f"{n('base_epochs')} base + {n('finetune_epochs')} fine-tuning epochs",
+            "quantization": lambda: f"{n('base_epochs')} base epochs",
+            "distillation": lambda: f"teacher {n('teacher_epochs')} + student {n('epochs')} epochs",
+            "nas": lambda: f"search {n('search_epochs')} + retraining {n('retrain_epochs')} epochs",
+            }.get(family, lambda: "?")()
+
+
+def accuracy_beside_paper(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Each method of :func:`method_table`'s ``table`` with the paper's accuracy for the same method
+    (Table 5, which holds every Table 3 row and two more pruners), both epoch budgets, the gap in
+    points and :func:`greenlib.report.accuracy_gap`'s note (``no published value`` where the paper
+    has no such row). ``runs``: :func:`collect`'s rows behind ``table``."""
+    from .report import accuracy_gap
+
+    cols = ["family", "label", "paper_label", "acc_percent", "our_epochs", "published_acc_percent", "published_epochs",
+            "gap_points", "note"]
+    first = runs.drop_duplicates("label").set_index("label")
+    published = paper.load_table5().set_index("label")["acc_percent"]
+    parts = []
+    for fam, rows in table.groupby("family", sort=False):
+        rows = rows.assign(paper_label=[paper_label(first.loc[lb]) for lb in rows["label"]])
+        rows["published"] = rows["paper_label"].map(published)
+        if fam == "distillation":  # the paper's other distillers: CRD's Table 1, which the paper cites
+            from .distill.tables import cited_accuracy
+
+            cited = [100 * cited_accuracy(first.loc[lb, "teacher"], first.loc[lb, "student"], first.loc[lb, "method"])
+                     for lb in rows["label"]]
+            rows["published"] = rows["published"].fillna(pd.Series(cited, index=rows.index))
+            rows["paper_label"] = rows["paper_label"].fillna(
+                pd.Series([f"{lb} (CRD Table 1)" for lb in rows["label"]], index=rows.index))
+        budgets = rows["label"].map(lambda lb: our_epochs(fam, first.loc[lb]))
+        for budget, sub in rows.groupby(budgets, sort=False):
+            gap = accuracy_gap(sub, sub, ["label"], budget, PUBLISHED_EPOCHS.get(fam, "?"), published_acc="published")
+            parts.append(gap.merge(sub[["label", "family", "paper_label"]], on="label"))
+    return pd.concat(parts, ignore_index=True)[cols] if parts else pd.DataFrame(columns=cols)
 
 
 # --- the paper's guidelines ----------------------------------------------------------------------

@@ -264,3 +264,40 @@ def test_collect_takes_the_iec_stack_from_the_inference_stage_where_the_metrics_
     runs = analysis.collect("smoke").set_index("run_id")
     assert runs.loc["l1", "iec_stack"] == "PyTorch fp32, batch 128, TF32 off"
     assert runs.loc["l2", "iec_stack"] == analysis.NO_STACK
+
+
+def test_each_method_is_put_beside_the_papers_accuracy_with_both_budgets():
+    from greenlib import report
+
+    runs = pd.DataFrame([
+        _run("baseline", "nni-vgg16 baseline", 0.70, 6.0, 4e-6, model="nni-vgg16", epochs=30),
+        _run("pruning", "nni-vgg16 apoz", 0.69, 8.0, 3e-6, model="nni-vgg16", pruner="apoz", base_epochs=30,
+             finetune_epochs=10),
+        _run("pruning", "resnet18 l1", 0.71, 13.0, 2e-6, model="resnet18", pruner="l1", base_epochs=30,
+             finetune_epochs=10),
+        _run("quantization", "nni-vgg16 fp16 (PyTorch, GPU)", 0.72, 6.0, 1e-6, model="nni-vgg16", precision="fp16",
+             base_epochs=30),
+        _run("distillation", "vgg13→vgg8 CRD", 0.62, 10.0, 1e-6, model="vgg8", teacher="vgg13", student="vgg8",
+             teacher_epochs=30, epochs=10),
+        _run("distillation", "vgg13→vgg8 AT", 0.70, 10.0, 1e-6, model="vgg8", teacher="vgg13", student="vgg8",
+             teacher_epochs=30, epochs=10),
+        _run("nas", "proxyless", 0.60, 1.0, 1e-7, model="proxyless", strategy="proxyless", search_classes=100,
+             search_epochs=2, retrain_epochs=15),
+    ])
+    g = analysis.accuracy_beside_paper(analysis.method_table(runs), runs).set_index("label")
+    t5 = paper.load_table5().set_index("label")["acc_percent"]
+    assert g.loc["nni-vgg16 baseline", "paper_label"] == "VGG16 baseline"
+    assert g.loc["nni-vgg16 baseline", "gap_points"] == pytest.approx(70.0 - t5["VGG16 baseline"])
+    assert g.loc["nni-vgg16 baseline", "our_epochs"] == "30 epochs"
+    assert g.loc["nni-vgg16 apoz", "paper_label"] == "APoZ VGG16"
+    assert g.loc["nni-vgg16 apoz", "our_epochs"] == "30 base + 10 fine-tuning epochs"
+    assert g.loc["resnet18 l1", "note"] == "no published value"  # the paper prunes VGG16 only
+    assert g.loc["nni-vgg16 fp16 (PyTorch, GPU)", "paper_label"] == "FP16 VGG16"
+    assert g.loc["vgg13→vgg8 CRD", "published_acc_percent"] == t5["CRD VGG13→VGG8"]
+    # a distiller Table 3 lacks takes CRD's Table 1 value, which the paper cites
+    assert g.loc["vgg13→vgg8 AT", "published_acc_percent"] == pytest.approx(71.43)
+    assert g.loc["vgg13→vgg8 AT", "our_epochs"] == "teacher 30 + student 10 epochs"
+    assert g.loc["proxyless", "paper_label"] == "ProxylessNAS (CIFAR100)"
+    assert g.loc["proxyless", "note"] == "more than 2 points short"
+    line = report.gap_summary(g.reset_index())
+    assert "rows are more than 2 points below" in line and "of each row are in the table" in line
