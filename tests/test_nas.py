@@ -255,3 +255,56 @@ def test_a_grid_nas_cell_is_the_run_the_notebook_makes(runs, ctx, tmp_path):
     assert (tmp_path / out["run_id"] / "result.json").exists()
     with pytest.raises(ConfigError, match="enas"):
         grid.make_plan([("nas", {**TINY, "strategies": ["enas"]})], "smoke", tmp_path)
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_a_run_killed_in_the_search_resumes_from_its_last_search_epoch(monkeypatch):
+    import importlib
+
+    search_mod = importlib.import_module("greenlib.nas.search")  # the module (greenlib.nas.search is also its function)
+    rctx = experiments.prepare(_tiny_cfg(seeds=[3], search_epochs=3, proxyless_retrain_epochs=1))
+    base = search_mod._callback_class
+    trained = []
+
+    def dying(kill_at):
+        cls = base()
+
+        class Dying(cls):
+            def on_train_epoch_start(self, trainer, pl_module):
+                if trainer.current_epoch == kill_at:
+                    raise _Killed("killed")
+                trained.append(trainer.current_epoch)
+                super().on_train_epoch_start(trainer, pl_module)
+        return Dying
+
+    monkeypatch.setattr(search_mod, "_callback_class", lambda: dying(2))
+    with pytest.raises(_Killed):
+        nas.run_nas(rctx, "proxyless", seed=3, progress=False)
+    folder, = [f for f in rctx.store.root.glob("nas-proxyless-*") if (f / nas.SEARCH_CHECKPOINT).exists()]
+    assert not (folder / nas.ARCHITECTURE_FILE).exists() and trained == [0, 1]
+    saved = torch.load(folder / nas.SEARCH_CHECKPOINT, map_location="cpu", weights_only=False)
+    assert saved["epoch"] == 1  # written after the last finished epoch
+
+    trained.clear()
+    monkeypatch.setattr(search_mod, "_callback_class", lambda: dying(None))
+    res = nas.run_nas(rctx, "proxyless", seed=3, progress=False)
+    assert trained == [2]  # only the epoch the kill cut off is trained again
+    search_stage = res["stages"]["search"]
+    assert [e["epoch"] for e in search_stage["epochs"]] == [0, 1, 2] and search_stage["resumed_epochs"] == 2
+    assert search_stage["n_windows"] == 3 and search_stage["energy_j"] == pytest.approx(
+        sum(e["window.energy_j"] for e in search_stage["epochs"]))
+    assert not (folder / nas.SEARCH_CHECKPOINT).exists() and (folder / nas.ARCHITECTURE_FILE).exists()
+    assert res["run_id"] == folder.name
+
+
+def test_a_search_checkpoint_that_does_not_load_is_dropped_with_a_warning(tmp_path):
+    from greenlib.nas.search import _readable
+
+    bad = tmp_path / "search_checkpoint.ckpt"
+    bad.write_bytes(b"cut off")
+    with pytest.warns(UserWarning, match="does not load"):
+        assert _readable(bad) is False
+    assert not bad.exists() and _readable(tmp_path / "missing.ckpt") is False

@@ -11,8 +11,9 @@ A run's stages:
 1. ``search``: the strategy trains the supernet on half of the search dataset's training images and
    its architecture parameters on the other half, one tracer window per epoch. The exported
    architecture is written to ``architecture.json`` in the run folder as soon as the search ends,
-   so a run killed later resumes at the retraining without searching again (a run killed during
-   the search searches again from the start: NNI's one-shot modules keep no per-epoch checkpoint).
+   so a run killed later resumes at the retraining without searching again. A run killed during
+   the search resumes from its last search epoch (``search_checkpoint.ckpt``: Lightning's whole
+   training state, written after every epoch).
 2. ``retrain``: the fixed model the architecture describes, trained from scratch with
    :class:`greenlib.train.Trainer` (per-epoch windows, a checkpoint per epoch) on ``ctx``'s dataset.
 3. ``inference``: IEC of the retrained model (``experiments.measure_iec``), after its accuracy.
@@ -44,6 +45,7 @@ from .search import SearchConfig, search
 from .spaces import SpaceSize
 
 ARCHITECTURE_FILE = "architecture.json"
+SEARCH_CHECKPOINT = "search_checkpoint.ckpt"  # the search's last epoch, until the architecture is written
 SEARCH_CLASSES: tuple[int, ...] = (100, 10)  # searched on the dataset itself, or on its CIFAR-10-shaped counterpart
 # DARTS' retraining recipe (SGD momentum 0.9, weight decay 3e-4, cosine to 0); its auxiliary head,
 # drop-path, cutout and gradient clipping are left out (docs/nas.md)
@@ -145,7 +147,7 @@ def run_nas(ctx: Context, strategy: str, seed: int, search_classes: int = 100, s
     if run.complete:
         return run.result
     if cfg.force:  # a forced run searches again too
-        for name in (ARCHITECTURE_FILE, "checkpoint.pt"):
+        for name in (ARCHITECTURE_FILE, SEARCH_CHECKPOINT, "checkpoint.pt"):
             (run.folder / name).unlink(missing_ok=True)
     size = space_size(cfg)
     num_classes = ctx.dataset.num_classes
@@ -213,12 +215,14 @@ def _search_stage(ctx: Context, run: Run, strategy: str, space: str, size: Space
     supernet = spaces.build_space(space, size, ds.num_classes)
     strat = strategies.get(strategy).make()
     arch, summary = search(supernet, strat, weights, arch_loader, ctx.device, search_config(ctx.cfg), tracer,
-                           root=run.folder / "lightning", progress=progress)
+                           root=run.folder / "lightning", progress=progress,
+                           checkpoint=run.folder / SEARCH_CHECKPOINT)
     summary = summary | eager_stage("search", "nas search")
     run.save_stage("search", summary, experiments.stage_samples(tracer, summary))
     atomic_write_json(arch_path, {"strategy": strategy, "space": space, **spaces.get(space).size_config(size),
                                   "search_dataset": ds.name, "search_dataset_description": ds.description,
                                   "architecture": arch})
+    (run.folder / SEARCH_CHECKPOINT).unlink(missing_ok=True)  # the architecture stands for it now
     del supernet, strat
     if ctx.device.type == "cuda":
         torch.cuda.empty_cache()

@@ -5,7 +5,10 @@
 NNI's one-shot strategies drive a PyTorch Lightning trainer. It runs here, in this process, through
 NNI's sequential execution engine (what ``NasExperiment`` does inside, without its experiment
 manifest and logs under ``~/nni-experiments``): no NNI manager, no web UI, no Lightning logger, no
-checkpoints, no progress bar (an epoch line instead). The weights are trained with the DARTS recipe:
+progress bar (an epoch line instead). With ``checkpoint``, Lightning's whole training state (the
+supernet and its architecture parameters, the optimizers, the loop, the epochs' records) is written
+there atomically after every search epoch, and a search started again resumes from it: a search
+epoch at the paper's size takes minutes, a whole search hours (docs/campaign.md). The weights are trained with the DARTS recipe:
 SGD momentum 0.9, weight decay 3e-4, cosine from ``lr`` to ``lr_min``.
 """
 from __future__ import annotations
@@ -13,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import os
 
 import torch
 from torch import nn
@@ -82,9 +87,19 @@ def _callback_class():
     class EpochWindows(pl.Callback):
         """A tracer window per search epoch (``<stage>/epoch<N>``), and the epoch's record."""
 
-        def __init__(self, tracer, stage: str, module, bar):
+        def __init__(self, tracer, stage: str, module, bar, checkpoint: Path | None = None):
             self.tracer, self.stage, self.module, self.bar = tracer, stage, module, bar
+            self.checkpoint = checkpoint
             self.records: list[dict[str, Any]] = []
+            self.restored = 0  # epochs whose records came from a checkpoint (trained by an earlier process)
+
+        def state_dict(self) -> dict[str, Any]:
+            return {"records": self.records}
+
+        def load_state_dict(self, state: dict[str, Any]) -> None:
+            self.records = list(state["records"])
+            self.restored = len(self.records)
+            self.bar.update(self.restored)
 
         def on_train_epoch_start(self, trainer, pl_module):
             self.module.reset_epoch()
@@ -103,6 +118,10 @@ def _callback_class():
                                  "window": window})
             self.bar.update(1)
             self.bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}", J=f"{window.get('energy_j', float('nan')):.0f}")
+            if self.checkpoint is not None:  # outside the epoch's window: not in the search's energy
+                tmp = self.checkpoint.with_name(self.checkpoint.name + ".tmp")
+                trainer.save_checkpoint(tmp)
+                os.replace(tmp, self.checkpoint)
 
     return EpochWindows
 
@@ -126,14 +145,17 @@ def _keep_signal_handlers(trainer) -> None:
 
 
 def search(space: nn.Module, strategy, train_loader, val_loader, device: torch.device, cfg: SearchConfig, tracer,
-           root: str | Path, stage: str = "search", progress: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
+           root: str | Path, stage: str = "search", progress: bool = True,
+           checkpoint: str | Path | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Search ``space`` with the NNI ``strategy``; returns (exported architecture, stage summary).
 
     ``train_loader`` feeds the weight steps, ``val_loader`` the architecture steps (the two halves of
     the training set). ``tracer`` must be started; each epoch is a window ``<stage>/epoch<N>`` and
     the summary sums them (as :meth:`greenlib.train.Trainer.fit`'s) with the epochs under ``epochs``.
     ``root`` is Lightning's ``default_root_dir`` (nothing is written there with these settings).
-    The architecture is NNI's exported sample: a JSON-serialisable dict (label -> choice).
+    ``checkpoint``: a file written after every epoch and, where it exists, resumed from (the epochs it
+    holds keep their windows and records; the summary counts every epoch once). The architecture is
+    NNI's exported sample: a JSON-serialisable dict (label -> choice).
     """
     from tqdm import tqdm
 
@@ -145,12 +167,15 @@ def search(space: nn.Module, strategy, train_loader, val_loader, device: torch.d
 
         module = _module_class()(cfg)
         bar = tqdm(total=cfg.epochs, desc=stage, disable=not progress, unit="epoch", mininterval=10.0)
-        windows = _callback_class()(tracer, stage, module, bar)
+        checkpoint = Path(checkpoint) if checkpoint is not None else None
+        windows = _callback_class()(tracer, stage, module, bar, checkpoint)
+        fit_kwargs = {"ckpt_path": str(checkpoint)} if _readable(checkpoint) else {}
         trainer = Trainer(max_epochs=cfg.epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                           enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=str(root),
                           callbacks=[windows], **_accelerator(device))
         _keep_signal_handlers(trainer)
-        evaluator = Lightning(module, trainer, train_dataloaders=train_loader, val_dataloaders=val_loader)
+        evaluator = Lightning(module, trainer, train_dataloaders=train_loader, val_dataloaders=val_loader,
+                              fit_kwargs=fit_kwargs)
         engine = SequentialExecutionEngine(continue_on_failure=False)
         strategy.initialize(RawFormatModelSpace.from_model(space, evaluator), engine)
         try:
@@ -163,13 +188,33 @@ def search(space: nn.Module, strategy, train_loader, val_loader, device: torch.d
         best = next(strategy.list_models())
         arch = _plain(best.sample)
     summary = merge_windows(stage, [r["window"] for r in windows.records])
-    # the stage's span in this tracer's clock (what experiments.stage_samples cuts the trace to)
-    summary |= {k: windows.records[i]["window"][k] for i, k in ((0, "start_s"), (-1, "end_s"))
+    # the stage's span in this tracer's clock (what experiments.stage_samples cuts the trace to): the
+    # epochs this process trained, not those a checkpoint brought from an earlier one
+    first = min(windows.restored, len(windows.records) - 1)
+    summary |= {k: windows.records[i]["window"][k] for i, k in ((first, "start_s"), (-1, "end_s"))
                 if k in windows.records[i]["window"]}
+    summary["resumed_epochs"] = windows.restored
     epochs = [{k: v for k, v in r.items() if k != "window"}
               | {f"window.{k}": v for k, v in r["window"].items() if not isinstance(v, dict)}
               for r in windows.records]
     return arch, summary | {"epochs": epochs}
+
+
+def _readable(checkpoint: Path | None) -> bool:
+    """Whether ``checkpoint`` exists and loads; one that does not load (a write cut off) is removed,
+    with a warning, and the search starts from its beginning."""
+    if checkpoint is None or not checkpoint.exists():
+        return False
+    try:
+        torch.load(checkpoint, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - whatever the reason, the search cannot resume from it
+        import warnings
+
+        warnings.warn(f"search checkpoint {checkpoint} does not load ({type(e).__name__}: {e}); searching "
+                      "from the first epoch", stacklevel=3)
+        checkpoint.unlink()
+        return False
+    return True
 
 
 def _plain(value: Any) -> Any:
