@@ -15,7 +15,7 @@ A run's stages:
    the search resumes from its last search epoch (``search_checkpoint.ckpt``: Lightning's whole
    training state, written after every epoch).
 2. ``retrain``: the fixed model the architecture describes, trained from scratch with
-   :class:`greenlib.train.Trainer` (per-epoch windows, a checkpoint per epoch) on ``ctx``'s dataset.
+   :class:`greenlib.train.Trainer` (per-epoch windows, a checkpoint once a minute) on ``ctx``'s dataset.
 3. ``inference``: IEC of the retrained model (``experiments.measure_iec``), after its accuracy.
 
 ``tec_wh = tec_search_wh + tec_retrain_wh``. The search can run on a CIFAR-10-shaped counterpart of
