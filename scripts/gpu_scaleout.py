@@ -9,7 +9,10 @@ With two or more GPUs visible (the first two are used):
 2. ``grid-2gpu``: the grid resnet20 + wrn-16-2 x seeds 0, 1 (4 runs) through submitit's local
    executor on 2 GPUs, one run per GPU at a time;
 3. ``grid-1gpu``: the same grid on 1 GPU, into another store (else every run would be a cache hit);
-4. ``grid-again``: step 2 again: every run is skipped (the resume path, on a GPU).
+4. ``grid-again``: step 2 again: every run is skipped (the resume path, on a GPU);
+5. ``eager-1gpu``: the DDP run's config on one GPU with ``graph_capture=False``, the step DDP takes
+   (DDP runs eagerly): set beside the DDP run, it separates what two GPUs cost from what the eager
+   step costs (the grid's single-GPU runs are graphed).
 
 With one GPU: ``ddp`` with world size 1 (torchrun, NCCL) and ``grid-1gpu``. Every run uses the
 ``quick`` profile with ``--epochs`` epochs of ``--train-size`` images, so the whole script should
@@ -91,11 +94,12 @@ def run_ddp(args, out: Path, world_size: int, profile: str, params: dict[str, An
 
 
 def run_grid_step(name: str, out: Path, profile: str, params: dict[str, Any], slots: dict[str, Any],
-                  store_name: str | None = None) -> dict[str, Any]:
+                  store_name: str | None = None, models: list[str] = MODELS, seeds: list[int] = SEEDS
+                  ) -> dict[str, Any]:
     from greenlib.scaleout import grid
 
     store = out / "data" / "stores" / (store_name or name)
-    entries = [("baselines", {**params, "models": MODELS, "seeds": SEEDS})]
+    entries = [("baselines", {**params, "models": models, "seeds": seeds})]
     report = grid.run_grid(entries, profile, executor="local", store_root=store, log_dir=out / "logs" / name,
                            poll_s=0.5, log=lambda s: print(f"  [{name}] {s}", flush=True), **slots)
     runs, mismatched = [], []
@@ -141,11 +145,13 @@ def summary_markdown(s: dict[str, Any]) -> str:
                   "|---|---|---|---|---|---|---|---|",
                   f"| DDP {DDP_MODEL} seed {DDP_SEED} | {ddp['world_size']} | {ddp['train_elapsed_s']:.1f} | "
                   f"{ddp['tec_j']:.0f} | {per_gpu} | {ddp['epoch_j']:.0f} | {ddp['epoch_s']:.2f} | {ddp['acc']:.3f} |"]
-        single = s.get("single_gpu_same_config")
-        if single:
-            lines.append(f"| 1 GPU, same config (grid) | 1 | {single['train_elapsed_s']:.1f} | "
-                         f"{single['tec_j']:.0f} | {single['tec_j']:.0f} | {single['epoch_j']:.0f} | "
-                         f"{single['epoch_s']:.2f} | {single['acc']:.3f} |")
+        for key, what in (("single_gpu_same_config", "1 GPU, same config (grid)"),
+                          ("single_gpu_eager", "1 GPU, same config, eager")):
+            single = s.get(key)
+            if single:
+                lines.append(f"| {what} | 1 | {single['train_elapsed_s']:.1f} | "
+                             f"{single['tec_j']:.0f} | {single['tec_j']:.0f} | {single['epoch_j']:.0f} | "
+                             f"{single['epoch_s']:.2f} | {single['acc']:.3f} |")
         lines.append("")
     grids = [(k, v) for k, v in s["steps"].items() if k.startswith("grid") and "wall_s" in v]
     if grids:
@@ -215,6 +221,8 @@ def main() -> int:
                   ("grid-again", lambda: run_grid_step("grid-again", out, profile, params, two, "grid-2gpu"))]
     else:
         steps += [("grid-1gpu", lambda: run_grid_step("grid-1gpu", out, profile, params, one))]
+    steps += [("eager-1gpu", lambda: run_grid_step("eager-1gpu", out, profile, {**params, "graph_capture": False},
+                                                    one, models=[DDP_MODEL], seeds=[DDP_SEED]))]
     for name, fn in steps:
         t = time.time()
         print(f"== {name}", flush=True)
@@ -227,6 +235,7 @@ def main() -> int:
     g1 = summary["steps"].get("grid-1gpu", {})
     summary["single_gpu_same_config"] = next(
         (r for r in g1.get("runs", []) if r["label"] == f"baseline {DDP_MODEL} seed={DDP_SEED}"), None)
+    summary["single_gpu_eager"] = next(iter(summary["steps"].get("eager-1gpu", {}).get("runs", [])), None)
     summary["total_s"] = time.time() - t0
     atomic_write_json(dest / "summary.json", summary)
     md = summary_markdown(summary)
