@@ -271,9 +271,10 @@ PUBLISHED_EPOCHS = {"baseline": "160 epochs", "pruning": "160 base + 160 fine-tu
                     "nas": "search 50 + retraining 600 (DARTS) / not stated (ProxylessNAS) epochs"}
 
 
-def paper_label(r: pd.Series) -> str | None:
+def paper_label(r: pd.Series, known: set[str] | None = None) -> str | None:
     """The paper's Table 3/5 label of a run's method (``APoZ VGG16``, ``CRD VGG13→VGG8``,
-    ``ProxylessNAS (CIFAR100)``), or None where the paper has no such row."""
+    ``ProxylessNAS (CIFAR100)``), or None where the paper has no such row (``known``: Table 5's
+    labels, read from its file where not given)."""
     from .models import nni_zoo_name
     from .prune.registry import get_pruner
 
@@ -294,7 +295,8 @@ def paper_label(r: pd.Series) -> str | None:
         label = f"{_NAS_NAMES.get(str(r.get('strategy')), r.get('strategy'))} (CIFAR{classes})"
     else:
         label = None
-    return label if label in set(paper.load_table5()["label"]) else None
+    known = set(paper.load_table5()["label"]) if known is None else known
+    return label if label in known else None
 
 
 def our_epochs(family: str, r: pd.Series) -> str:
@@ -323,7 +325,7 @@ def accuracy_beside_paper(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFra
     published = paper.load_table5().set_index("label")["acc_percent"]
     parts = []
     for fam, rows in table.groupby("family", sort=False):
-        rows = rows.assign(paper_label=[paper_label(first.loc[lb]) for lb in rows["label"]])
+        rows = rows.assign(paper_label=[paper_label(first.loc[lb], set(published.index)) for lb in rows["label"]])
         rows["published"] = rows["paper_label"].map(published)
         if fam == "distillation":  # the paper's other distillers: CRD's Table 1, which the paper cites
             from .distill.tables import cited_accuracy

@@ -71,6 +71,10 @@ def training_flops(kind: str, key: str) -> float:
     return float("nan")
 
 
+_RATE_COLUMNS = ["kind", "key", "batch_size", "hardware", "graph_captured", "j_per_image_epoch", "s_per_image_epoch",
+                 "run_id"]
+
+
 def measured_rates(store) -> pd.DataFrame:
     """Joules and seconds per image-epoch of every stored training stage, one row per (run, stage).
 
@@ -100,9 +104,6 @@ def measured_rates(store) -> pd.DataFrame:
                          "run_id": res["run_id"]})
     return pd.DataFrame(rows, columns=_RATE_COLUMNS)
 
-
-_RATE_COLUMNS = ["kind", "key", "batch_size", "hardware", "graph_captured", "j_per_image_epoch", "s_per_image_epoch",
-                 "run_id"]
 
 
 def reference_rates(root=None) -> pd.DataFrame:

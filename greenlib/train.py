@@ -44,7 +44,6 @@ LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, t
 SCHEDULES = ("step", "cosine")
 
 
-
 def _checkpoint_every_s() -> float:
     raw = os.environ.get("GREENLIB_CHECKPOINT_EVERY_S", "60")
     try:
@@ -341,7 +340,7 @@ class Trainer:
             correct = torch.zeros((), device=self.device, dtype=torch.long)
             n = 0
             self._counts = {"graphed": 0, "eager": 0}
-            with tracer.window(f"{stage}/epoch{epoch}", **self._cover(tracer)):
+            with tracer.window(f"{stage}/epoch{epoch}", cover=self._cover(tracer)):
                 for x, y in self.loader:
                     loss, corr = step(x, y)
                     loss_sum += loss * y.shape[0]
@@ -362,12 +361,9 @@ class Trainer:
                             J=f"{summary.get('energy_j', float('nan')):.0f}")
         return self.summary(stage)
 
-    def _cover(self, tracer) -> dict[str, bool]:
-        """``tracer.window``'s keyword: no wait for a closing sample where the counter gives the energy."""
-        wait = self.wait_for_samples
-        if wait is None:
-            wait = not getattr(tracer, "has_counter", False)
-        return {} if wait else {"cover": False}
+    def _cover(self, tracer) -> bool:
+        """``tracer.window``'s ``cover``: no wait for a closing sample where the counter gives the energy."""
+        return self.wait_for_samples if self.wait_for_samples is not None else not tracer.has_counter
 
     def _checkpoint_due(self, epoch: int) -> bool:
         return (epoch + 1 == self.cfg.epochs
@@ -380,7 +376,7 @@ class Trainer:
     def _evaluate_epoch(self, tracer, stage: str, rec: EpochRecord) -> None:
         """Test accuracy after ``rec``'s epoch, in its own window (not the epoch's: not in TEC)."""
         name = f"{stage}/eval{rec.epoch}"
-        with tracer.window(name, **self._cover(tracer)):
+        with tracer.window(name, cover=self._cover(tracer)):
             ev = evaluate(self.model, self.eval_loader, self.device)
         self.model.train()  # evaluate() left it in eval mode; a partial last batch trains eagerly
         w = tracer.windows[name].to_dict()

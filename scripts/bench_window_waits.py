@@ -3,9 +3,14 @@
 GPU utilisation of graphed nni-vgg16 epochs with per-epoch evaluation: closing windows waiting
 for a sample (the old behaviour) against not waiting (the counter gives the energy). Random data on
 the GPU (50,000 train / 10,000 test images, batch 128): the loader is not what is measured."""
-import json, os, sys, time
+import json
+import os
+import sys
+from pathlib import Path
+
 import torch
-sys.path.insert(0, os.getcwd())
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo, as the other scripts do
 from greenlib.models import build_model
 from greenlib.tracer import Tracer
 from greenlib.train import Trainer, TrainConfig

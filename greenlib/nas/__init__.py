@@ -10,15 +10,15 @@ Strategies (:data:`STRATEGIES`, ``strategies.py``) and search spaces (:data:`SPA
 ``spaces.py``) are registries; the search itself is ``search.py`` and a stored run ``run.py``.
 See ``docs/nas.md``.
 """
-from .run import (ARCHITECTURE_FILE, SEARCH_CHECKPOINT, SEARCH_CLASSES, build_model, check_plan, load_architecture, load_model,
-                  nas_config, retrain_epochs, run_nas, search_dataset, space_size, stored_nas)
+from .run import (ARCHITECTURE_FILE, SEARCH_CHECKPOINT, SEARCH_CLASSES, build_model, check_plan, load_architecture,
+                  load_model, nas_config, retrain_epochs, run_nas, search_dataset, space_size, stored_nas)
 from .search import SearchConfig, search
 from .spaces import SPACES, SpaceError, SpaceSize, SpaceSpec, build_fixed, build_space
 from .strategies import STRATEGIES, StrategyError, StrategySpec, check_pair
 
 __all__ = [
-    "ARCHITECTURE_FILE", "SEARCH_CHECKPOINT", "SEARCH_CLASSES", "SPACES", "STRATEGIES", "SearchConfig", "SpaceError", "SpaceSize",
-    "SpaceSpec", "StrategyError", "StrategySpec", "build_fixed", "build_model", "build_space", "check_pair",
-    "check_plan", "load_architecture", "load_model", "nas_config", "retrain_epochs", "run_nas", "search", "search_dataset",
-    "space_size", "stored_nas",
+    "ARCHITECTURE_FILE", "SEARCH_CHECKPOINT", "SEARCH_CLASSES", "SPACES", "STRATEGIES", "SearchConfig",
+    "SpaceError", "SpaceSize", "SpaceSpec", "StrategyError", "StrategySpec", "build_fixed", "build_model",
+    "build_space", "check_pair", "check_plan", "load_architecture", "load_model", "nas_config", "retrain_epochs",
+    "run_nas", "search", "search_dataset", "space_size", "stored_nas",
 ]

@@ -8,16 +8,16 @@ manifest and logs under ``~/nni-experiments``): no NNI manager, no web UI, no Li
 progress bar (an epoch line instead). With ``checkpoint``, Lightning's whole training state (the
 supernet and its architecture parameters, the optimizers, the loop, the epochs' records) is written
 there atomically after every search epoch, and a search started again resumes from it: a search
-epoch at the paper's size takes minutes, a whole search hours (docs/campaign.md). The weights are trained with the DARTS recipe:
-SGD momentum 0.9, weight decay 3e-4, cosine from ``lr`` to ``lr_min``.
+epoch at the paper's size takes minutes, a whole search hours (docs/campaign.md). The weights are
+trained with the DARTS recipe: SGD momentum 0.9, weight decay 3e-4, cosine from ``lr`` to ``lr_min``.
 """
 from __future__ import annotations
 
+import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import os
 
 import torch
 from torch import nn
@@ -208,8 +208,6 @@ def _readable(checkpoint: Path | None) -> bool:
     try:
         torch.load(checkpoint, map_location="cpu", weights_only=False)
     except Exception as e:  # noqa: BLE001 - whatever the reason, the search cannot resume from it
-        import warnings
-
         warnings.warn(f"search checkpoint {checkpoint} does not load ({type(e).__name__}: {e}); searching "
                       "from the first epoch", stacklevel=3)
         checkpoint.unlink()
