@@ -416,3 +416,83 @@ class LockingStore(ResultsStore):
 
 __all__ = ["ResultsStore", "Run", "run_id", "flatten_result", "CorruptRunWarning", "same_value", "config_mask",
            "incomplete_reason", "LockingStore", "LockedRun", "RunLock", "LOCK_DIR"]
+
+
+_NVIDIA_SOURCES = ("counter", "nvml", "smi")  # energy sources whose utilisation figures the NVIDIA driver averages
+
+
+def restate_utilisation(root: str | Path) -> list[str]:
+    """Re-derive the utilisation means of the stored runs under ``root`` from their traces, leaving
+    out each window's first driver sample period (:data:`greenlib.tracer.base.NVIDIA_UTIL_PERIOD_S`;
+    the reason is in :mod:`greenlib.tracer.summary`), as runs traced since then store them.
+
+    Only stages measured on an NVIDIA source without ``util_lag_s`` change: every epoch window of a
+    training stage (``epochs``, the stage mean time-weighted over them as
+    :func:`greenlib.train.merge_windows` does) or the stage's one window (``start_s``, ``end_s``).
+    A stage without a trace of its own, copied from another run (``reused_from``), takes that run's
+    restated figures. Energy, time and everything else stay as measured. ``stages/*.json`` and
+    ``result.json`` are rewritten atomically. Returns ``"<run>/<stage>"`` for each stage changed;
+    a second call changes nothing.
+    """
+    import pandas as pd
+
+    from .tracer.base import NVIDIA_UTIL_PERIOD_S
+    from .tracer.summary import utilisation_means
+
+    lag = NVIDIA_UTIL_PERIOD_S
+    root = Path(root)
+    folders = sorted(p for p in root.iterdir() if (p / "result.json").is_file())
+    changed: dict[Path, dict[str, dict[str, Any]]] = {}
+
+    def restate(stage: dict[str, Any], trace) -> bool:
+        if "util_lag_s" in stage or str(stage.get("energy_source")).split("+")[0] not in _NVIDIA_SOURCES:
+            return False
+        labels = sorted(set(int(g) for g in trace["gpu"]))
+        if stage.get("epochs"):
+            weighted, total = [0.0, 0.0], 0.0
+            for e in stage["epochs"]:
+                gpu, mem = utilisation_means(trace, e["window.start_s"], e["window.end_s"], labels, lag)
+                e["window.mean_gpu_util_pct"], e["window.mean_mem_util_pct"], e["window.util_lag_s"] = gpu, mem, lag
+                weighted = [weighted[0] + gpu * e["window.elapsed_s"], weighted[1] + mem * e["window.elapsed_s"]]
+                total += e["window.elapsed_s"]
+            stage["mean_gpu_util_pct"], stage["mean_mem_util_pct"] = (w / total if total > 0 else float("nan")
+                                                                      for w in weighted)
+        elif "start_s" in stage and "end_s" in stage:
+            stage["mean_gpu_util_pct"], stage["mean_mem_util_pct"] = utilisation_means(
+                trace, stage["start_s"], stage["end_s"], labels, lag)
+        else:
+            return False
+        stage["util_lag_s"] = lag
+        return True
+
+    reused: list[tuple[Path, Path, dict[str, Any]]] = []
+    for folder in folders:
+        for path in sorted((folder / "stages").glob("*.json")):
+            stage = _read_json(path)
+            trace_path = folder / "traces" / f"{path.stem}.csv.gz"
+            if not isinstance(stage, dict):
+                continue
+            if trace_path.is_file():
+                if restate(stage, pd.read_csv(trace_path)):
+                    changed.setdefault(folder, {})[path.stem] = stage
+            elif stage.get("reused_from") and "util_lag_s" not in stage:
+                reused.append((folder, path, stage))
+    for folder, path, stage in reused:
+        src = (changed.get(root / stage["reused_from"], {}).get(path.stem)
+               or _read_json(root / stage["reused_from"] / "stages" / path.name))
+        if isinstance(src, dict) and "util_lag_s" in src:
+            for k in ("mean_gpu_util_pct", "mean_mem_util_pct", "util_lag_s"):
+                stage[k] = src[k]
+            if stage.get("epochs") and len(stage["epochs"]) == len(src.get("epochs", [])):
+                for mine, theirs in zip(stage["epochs"], src["epochs"]):
+                    mine.update({k: theirs[k] for k in theirs if "util" in k})
+            changed.setdefault(folder, {})[path.stem] = stage
+    out = []
+    for folder, stages in changed.items():
+        for name, stage in stages.items():
+            atomic_write_json(folder / "stages" / f"{name}.json", stage)
+            out.append(f"{folder.name}/{name}")
+        result = _read_json(folder / "result.json")
+        result["stages"] = Run(folder, result["config"]).stages()
+        atomic_write_json(folder / "result.json", result)
+    return sorted(out)

@@ -308,3 +308,20 @@ def test_a_search_checkpoint_that_does_not_load_is_dropped_with_a_warning(tmp_pa
     with pytest.warns(UserWarning, match="does not load"):
         assert _readable(bad) is False
     assert not bad.exists() and _readable(tmp_path / "missing.ckpt") is False
+
+
+def test_a_run_searched_on_the_jpeg_copy_is_found_where_the_copy_is_not(tmp_path, monkeypatch):
+    # measured on a GPU machine that had only cifar10-jpeg; redrawn where nothing is found (variant: cifar10)
+    from greenlib.results import ResultsStore
+    monkeypatch.setenv("GREENLIB_DATA", str(tmp_path))
+    cfg = _tiny_cfg(dataset="cifar100", data_root=str(tmp_path / "no-datasets"), search_classes=[10],
+                    strategies=["darts"])
+    want = nas_run.nas_config(cfg, "darts", 0, 10)
+    assert want["search_dataset"] == "cifar10"
+    run = ResultsStore(tmp_path / "results" / "smoke").open({**want, "search_dataset": "cifar10-jpeg"})
+    run.finish({"acc": 0.3})
+    df = nas.stored_nas(cfg)
+    assert list(df["run_id"]) == [run.id] and list(df["search_classes"]) == [10]
+    assert list(df["search_dataset"]) == ["cifar10-jpeg"]
+    assert nas.stored_nas(_tiny_cfg(dataset="cifar100", data_root=str(tmp_path), search_classes=[100],
+                                    strategies=["darts"])).empty  # 100 classes: not this run

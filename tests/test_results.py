@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from greenlib.results import CorruptRunWarning, LockingStore, ResultsStore, run_id
+from greenlib.results import CorruptRunWarning, LockingStore, ResultsStore, restate_utilisation, run_id
 
 CFG = {"kind": "baseline", "model": "vgg16", "epochs": 2, "seed": 0}
 STAGE = {"name": "base_training", "energy_j": 7200.0, "energy_wh": 2.0, "elapsed_s": 10.0,
@@ -251,3 +251,43 @@ def test_runs_started_from_notebooks_take_the_per_run_lock(tmp_path):
     assert [e[0] for e in events] == ["compute", "hit"]  # the second waited, then reused the run
     store = ResultsStore(tmp_path / "results" / "smoke")
     assert [r.config["model"] for r in store.runs()] == ["m"]
+
+
+def test_restating_utilisation_leaves_out_the_driver_period_before_each_window(tmp_path):
+    # a trace whose GPU idles until 1.0 s and trains from then on: the driver's readings say 0% until
+    # 1.2 s (its 0.2 s period before the window), so the stored means (as traced before) are too low
+    t = [round(0.01 * i, 2) for i in range(300)]
+    util = [100.0 if x >= 1.2 else 0.0 for x in t]
+    trace = pd.DataFrame({"t_s": t, "gpu": 0, "valid": True, "power_w": 200.0, "gpu_util_pct": util,
+                          "mem_util_pct": [u / 2 for u in util]})
+    raw = trace[(trace.t_s >= 1.0) & (trace.t_s <= 2.0)].gpu_util_pct.mean()
+    epoch = {"epoch": 0, "window.start_s": 1.0, "window.end_s": 2.0, "window.elapsed_s": 1.0,
+             "window.mean_gpu_util_pct": raw}
+    train = {"name": "base_training", "energy_source": "counter", "energy_j": 200.0, "elapsed_s": 1.0,
+             "mean_gpu_util_pct": raw, "graph_captured": True, "epochs": [epoch]}
+    infer = {"name": "inference", "energy_source": "counter", "start_s": 1.0, "end_s": 2.0, "mean_gpu_util_pct": raw}
+    on_cpu = {"name": "calibration", "energy_source": "cpu-estimate", "start_s": 1.0, "end_s": 2.0,
+              "mean_gpu_util_pct": raw}
+    store = ResultsStore(tmp_path)
+    base = store.open({"kind": "baseline", "model": "m"})
+    base.save_stage("base_training", train, trace)
+    base.save_stage("inference", infer, trace)
+    base.save_stage("calibration", on_cpu, trace)
+    base.finish({"acc": 0.5})
+    pruned = store.open({"kind": "pruning", "model": "m"})
+    pruned.save_stage("base_training", {**train, "reused_from": base.id})  # a copy, without its trace
+    pruned.finish({"acc": 0.4})
+    assert raw < 81
+
+    changed = restate_utilisation(tmp_path)
+    assert changed == sorted([f"{base.id}/base_training", f"{base.id}/inference", f"{pruned.id}/base_training"])
+    for run in (base, pruned):
+        res = json.loads((run.folder / "result.json").read_text())
+        st = res["stages"]["base_training"]
+        assert st["mean_gpu_util_pct"] == 100.0 and st["mean_mem_util_pct"] == 50.0 and st["util_lag_s"] == 0.2
+        assert st["epochs"][0]["window.mean_gpu_util_pct"] == 100.0 and st["energy_j"] == 200.0
+        assert run.stage("base_training") == st  # stages/ and result.json agree
+    assert base.stage("inference")["mean_gpu_util_pct"] == 100.0
+    assert base.stage("calibration")["mean_gpu_util_pct"] == raw  # not an NVIDIA source: as measured
+    assert restate_utilisation(tmp_path) == []  # once only
+    assert len(store.load_results()) == 2  # the runs stay complete

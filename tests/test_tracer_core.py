@@ -114,6 +114,32 @@ def test_lag_correction_on_a_synthetic_averaged_series():
     assert s.sampled_energy_j == pytest.approx(200.0) and s.sampled_energy_corrected_j == pytest.approx(200.0)
 
 
+def test_utilisation_means_leave_out_the_samples_of_the_driver_period_before_the_window():
+    # the driver's utilisation read at t is its last 0.2 s period's: the GPU idles until 1.0 s and is
+    # busy from then on, so the readings at 1.0-1.2 s still say 0% (the idle period before the window)
+    t = np.round(np.arange(0.0, 3.0, 0.01), 6)
+    util = np.where(t >= 1.2, 100.0, 0.0)
+    df = pd.DataFrame({"t_s": t, "gpu": 0, "valid": True, "power_w": 100.0, "gpu_util_pct": util,
+                       "mem_util_pct": util / 2})
+    kw = dict(requested_interval_s=0.01, sampled_label="nvml", labels=[0])
+    raw = summarize(df, "w", 1.0, 2.0, **kw)
+    assert raw.mean_gpu_util_pct == pytest.approx(80.2, abs=0.2) and raw.util_lag_s == 0.0
+    lagged = summarize(df, "w", 1.0, 2.0, util_lag_s=0.2, **kw)
+    assert lagged.mean_gpu_util_pct == 100.0 and lagged.mean_mem_util_pct == 50.0 and lagged.util_lag_s == 0.2
+    assert lagged.energy_j == raw.energy_j and lagged.n_samples == raw.n_samples  # energy is untouched
+    # a window shorter than the lag has no sample that describes it
+    assert math.isnan(summarize(df, "short", 1.0, 1.15, util_lag_s=0.2, **kw).mean_gpu_util_pct)
+
+
+def test_sources_say_their_utilisation_period():
+    from greenlib.tracer.base import NVIDIA_UTIL_PERIOD_S, Source
+    from greenlib.tracer.cpu import CpuSource
+    from greenlib.tracer.nvml import NvmlSource
+    from greenlib.tracer.smi import SmiSource
+    assert NvmlSource.util_period_s == SmiSource.util_period_s == NVIDIA_UTIL_PERIOD_S > 0
+    assert Source.util_period_s == CpuSource.util_period_s == 0.0
+
+
 def test_window_summary_dict_round_trip_and_units():
     df = _averaged_step_series(on=(0.0, 5.0))
     s = summarize(df, "w", 1.0, 2.0, requested_interval_s=0.01, sampled_label="smi", labels=[0])

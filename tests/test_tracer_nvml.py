@@ -10,7 +10,7 @@ from unittest import mock
 import pytest
 
 from greenlib.tracer import DeviceError, NvmlDevices, Tracer, TracerWarning, available_sources
-from greenlib.tracer.base import SourceError
+from greenlib.tracer.base import NVIDIA_UTIL_PERIOD_S, SourceError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "nvidia-smi"
 UUIDS = ["GPU-aaaa0000-0000", "GPU-bbbb1111-1111", "GPU-aaab2222-2222", "GPU-cccc3333-3333"]
@@ -61,9 +61,10 @@ def test_auto_prefers_the_counter():
     dev = fake_nvml()
     with Tracer(gpus=(0,), nvml=dev, smi_runner=no_smi, interval_s=0.01) as t:
         with t.window("w"):
-            time.sleep(0.15)
+            time.sleep(0.35)  # longer than the utilisation lag (0.2 s), so the means have samples
     w = t.windows["w"]
     assert t.source_name == "counter" and w.energy_source == "counter"
+    assert w.util_lag_s == NVIDIA_UTIL_PERIOD_S == 0.2
     assert w.counter_energy_j == w.energy_j == pytest.approx(300.0 * w.elapsed_s, rel=0.02)
     assert w.sampled_energy_j == pytest.approx(300.0 * w.elapsed_s, rel=1e-6)
     assert w.mean_gpu_util_pct == 97.0 and w.mean_mem_util_pct == 31.0 and w.max_mem_used_mib == 1234.0

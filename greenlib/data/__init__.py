@@ -209,17 +209,24 @@ def _channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...
     return tuple(means), tuple(stds)
 
 
-def variant(name: str, num_classes: int, data_root: str | Path | None = None) -> str:
-    """The dataset like ``name`` with ``num_classes`` classes: ``variant("synthetic", 10) == "synthetic10"``;
-    ``variant("cifar100", 10)`` is ``cifar10`` where its files or archive are found, else
-    ``cifar10-jpeg`` where only the JPEG copy is found at the location (``data_root``, see
-    :mod:`greenlib.data.locate`), else ``cifar10``. ValueError names a bad name or class count."""
+def variants(name: str, num_classes: int) -> tuple[str, ...]:
+    """Every dataset :func:`variant` may pick for ``name`` with ``num_classes`` classes, wherever the
+    files are: what a run stored elsewhere may have used (``variants("cifar100", 10)`` is
+    ``("cifar10", "cifar10-jpeg")``). ValueError names a bad name or class count."""
     if name not in _VARIANTS:
         raise ValueError(f"unknown dataset {name!r}; accepted: {', '.join(DATASETS)}")
     if num_classes not in _VARIANTS[name]:
         raise ValueError(f"num_classes={num_classes!r} has no {name} variant; accepted: "
                          f"{', '.join(map(str, _VARIANTS[name]))}")
-    candidates = _VARIANTS[name][num_classes]
+    return _VARIANTS[name][num_classes]
+
+
+def variant(name: str, num_classes: int, data_root: str | Path | None = None) -> str:
+    """The dataset like ``name`` with ``num_classes`` classes: ``variant("synthetic", 10) == "synthetic10"``;
+    ``variant("cifar100", 10)`` is ``cifar10`` where its files or archive are found, else
+    ``cifar10-jpeg`` where only the JPEG copy is found at the location (``data_root``, see
+    :mod:`greenlib.data.locate`), else ``cifar10``. ValueError names a bad name or class count."""
+    candidates = variants(name, num_classes)
     for c in candidates:
         if c == name or available(c, data_root, named_only=True):
             return c

@@ -34,7 +34,7 @@ from torch import nn
 
 from .. import experiments
 from ..config import ConfigError, Resolved
-from ..data import GPULoader, TorchvisionLoader, load_dataset, variant
+from ..data import GPULoader, TorchvisionLoader, load_dataset, variant, variants
 from ..experiments import Context, hardware_name, shared_config
 from ..io import atomic_torch_save, atomic_write_json
 from ..models import model_info
@@ -259,6 +259,9 @@ def stored_nas(cfg: Resolved, space: str | None = None) -> "pandas.DataFrame":
     """The complete NAS runs these notebook parameters ask for, measured on any hardware.
 
     Adds ``search_classes`` (100 or 10) so rows meet the paper's (searched on CIFAR-100 / CIFAR-10).
+    A run searched on any dataset with those classes matches (:func:`greenlib.data.variants`): the
+    CIFAR-10 rows measured on the JPEG copy are found on a machine that has torchvision's CIFAR-10 or
+    neither.
     """
     import pandas as pd
 
@@ -273,7 +276,8 @@ def stored_nas(cfg: Resolved, space: str | None = None) -> "pandas.DataFrame":
     classes = pd.Series(0, index=df.index)
     for strategy, search_classes, seed in product(cfg.strategies, cfg.search_classes, cfg.seeds):
         want = nas_config(cfg, strategy, seed, search_classes, space)
-        match = config_mask(df, want)
-        keep |= match
-        classes[match] = search_classes
+        for searched_on in variants(want["dataset"], search_classes):
+            match = config_mask(df, {**want, "search_dataset": searched_on})
+            keep |= match
+            classes[match] = search_classes
     return df[keep].assign(search_classes=classes[keep]).reset_index(drop=True)

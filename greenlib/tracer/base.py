@@ -60,6 +60,14 @@ def as_float(value: Any) -> float:
     return out if math.isfinite(out) else NAN
 
 
+NVIDIA_UTIL_PERIOD_S = 0.2
+"""The sample period of the NVIDIA driver's utilisation figures (NVML's ``utilization.gpu`` and
+``.memory``, which nvidia-smi reports too), s. NVML documents 1/6 s to 1 s by product; read off this
+repository's traces, the value changes every 0.20 s on the H100 and the H200 (median gap between
+changes: ``data/measurements/tracer/h100/traces/bursty/counter-0.02s``, sampled every 0.02 s, and
+the quick runs on the H200; docs/measurement.md)."""
+
+
 class Source:
     """Base class of energy sources. Subclasses fill the attributes and implement :meth:`read`.
 
@@ -71,6 +79,9 @@ class Source:
     sampled_label: what ``energy_source`` says when the energy is integrated from samples.
     counter_label: what ``energy_source`` says when it is a counter delta (None: no counter).
     power_is_average: ``power_w`` is a driver-averaged figure (lags the load by half its window).
+    util_period_s: the driver's utilisation sample period, s: ``gpu_util_pct`` and ``mem_util_pct``
+        read at ``t`` describe the last finished period, on average the one centred on
+        ``t - util_period_s`` (0: the figures describe the moment they are read).
     estimated: readings are an estimate, not a measurement (the CPU-time fallback).
     estimate_note: why, for ``WindowSummary.reason`` when ``estimated``.
     max_read_s: the longest one read may block (e.g. a subprocess timeout), s.
@@ -82,6 +93,7 @@ class Source:
     sampled_label: str = "source"
     counter_label: str | None = None
     power_is_average: bool = False
+    util_period_s: float = 0.0
     estimated: bool = False
     estimate_note: str | None = None
     max_read_s: float = 0.1

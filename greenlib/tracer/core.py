@@ -317,7 +317,7 @@ class Tracer:
                       sampled_label=self._source.sampled_label, labels=self.gpus, counter_j=counter_delta,
                       counter_label=self._source.counter_label, counter_error=err, lag_shift_s=self.lag_shift_s,
                       idle_power_w=self.idle_power_w, estimated=self._source.estimated,
-                      estimate_note=self._source.estimate_note)
+                      estimate_note=self._source.estimate_note, util_lag_s=self._source.util_period_s)
         live.summary = s
         return s
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .base import NAN, Source, SourceError
+from .base import NAN, NVIDIA_UTIL_PERIOD_S, Source, SourceError
 
 POWER_FIELDS: tuple[str, ...] = ("average", "instant")  # what may feed power_w
 COUNTER_SERIES_EVERY_S = 1.0  # the counter column of the sample series is filled this often (s)
@@ -175,6 +175,7 @@ class NvmlSource(Source):
     """
 
     sampled_label = "nvml"
+    util_period_s = NVIDIA_UTIL_PERIOD_S
 
     def __init__(self, devices: NvmlDevices, labels: list[int], physical: list[int],
                  power_field: str = "average", use_counter: bool = False):

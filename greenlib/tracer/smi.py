@@ -22,7 +22,7 @@ import subprocess
 import threading
 from typing import Any, Callable, Sequence
 
-from .base import NAN, Source, SourceError, as_float
+from .base import NAN, NVIDIA_UTIL_PERIOD_S, Source, SourceError, as_float
 
 SMI_COMMAND: tuple[str, ...] = ("nvidia-smi", "-q", "-x")
 
@@ -202,6 +202,7 @@ class SmiSource(Source):
 
     name = "smi"
     sampled_label = "smi"
+    util_period_s = NVIDIA_UTIL_PERIOD_S
 
     def __init__(self, labels: list[int], physical: list[int], runner: Runner, timeout_s: float,
                  power_is_average: bool, probe: list[dict[str, Any]] | None = None,

@@ -8,6 +8,12 @@ at each window edge interpolated between the samples around it (or, within ``max
 first/last sample, held). The *lag-corrected* figure does the same on the series shifted back by
 ``lag_shift_s`` (half the driver's averaging window) when ``power_w`` is a driver average: a
 1-second average describes the second before it was read, so it is ~0.5 s late.
+
+Utilisation lags too: the driver's ``gpu_util_pct`` read at ``t`` is the busy share of its last
+finished sample period (``util_lag_s``, 0.2 s on the H100 and H200), on average the period centred on
+``t - util_lag_s``. A window's mean utilisation therefore averages the samples from
+``start + util_lag_s`` on; the ones before describe mostly the time before the window (an idle
+set-up, the previous epoch's evaluation).
 """
 from __future__ import annotations
 
@@ -48,8 +54,8 @@ class WindowSummary:
     net_energy_j: float             # energy_j minus idle power x elapsed_s, J (NaN without a baseline)
     idle_power_w: float             # idle baseline power of the traced devices, W (NaN without)
     mean_power_w: float             # energy_j / elapsed_s, W
-    mean_gpu_util_pct: float        # mean over the samples in the window and devices, %
-    mean_mem_util_pct: float        # %
+    mean_gpu_util_pct: float        # mean over the window's samples from start + util_lag_s on, all devices, %
+    mean_mem_util_pct: float        # the same for the memory controller, %
     max_mem_used_mib: float         # largest memory use of one device in the window, MiB
     n_samples: int                  # sampler ticks in the window with a valid power reading
     n_missing_samples: int          # sampler ticks in the window without one (failed or N/A)
@@ -61,6 +67,7 @@ class WindowSummary:
     reason: str | None              # why energy_j is NaN or estimated; None otherwise
     gpus: list[int] = field(default_factory=list)  # the traced devices (CUDA ordinals; -1 = CPU)
     estimated_energy_j: float = NAN  # the CPU-time estimate, J (source "cpu-estimate"); NaN otherwise
+    util_lag_s: float = 0.0         # utilisation samples before start + util_lag_s are left out of the means, s
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -141,16 +148,31 @@ def _nanmax(x: np.ndarray) -> float:
     return float(x.max()) if x.size else NAN
 
 
+def utilisation_means(samples, start_s: float, end_s: float, labels: Sequence[int],
+                      util_lag_s: float = 0.0) -> tuple[float, float]:
+    """Mean GPU and memory-controller utilisation (%) of ``[start_s, end_s]`` over ``labels``: the
+    samples from ``start_s + util_lag_s`` on (the module's docstring says why); NaN without one."""
+    t = np.asarray(samples["t_s"], dtype=float)
+    rows = (t >= start_s + util_lag_s) & (t <= end_s) & np.isin(np.asarray(samples["gpu"], dtype=np.int64),
+                                                                  list(labels))
+
+    def mean(name: str) -> float:
+        return _nanmean(np.asarray(samples[name], dtype=float)[rows]) if name in samples else NAN
+    return mean("gpu_util_pct"), mean("mem_util_pct")
+
+
 def summarize(samples, name: str, start_s: float, end_s: float, *, requested_interval_s: float,
               sampled_label: str, labels: Sequence[int], counter_j: dict[int, float] | None = None,
               counter_label: str | None = None, counter_error: str | None = None, lag_shift_s: float = 0.0,
               idle_power_w: dict[int, float] | None = None, estimated: bool = False,
-              estimate_note: str | None = None) -> WindowSummary:
+              estimate_note: str | None = None, util_lag_s: float = 0.0) -> WindowSummary:
     """Summarise ``[start_s, end_s]`` of a samples table (columns as ``Tracer.samples()``; a
     DataFrame or a dict of arrays).
 
     ``counter_j`` holds the counter delta per label where the source has a counter (NaN entries
     or ``counter_error`` mean the read failed: the sampled figure is reported instead).
+    ``util_lag_s``: the utilisation means leave out the samples before ``start_s + util_lag_s``
+    (the driver's sample period; NaN where the window holds none after it).
     """
     labels = list(labels)
     elapsed = float(end_s - start_s)
@@ -206,6 +228,8 @@ def summarize(samples, name: str, start_s: float, end_s: float, *, requested_int
     def col(name_: str) -> np.ndarray:
         return np.asarray(samples[name_], dtype=float)[win] if name_ in samples else np.array([])
 
+    gpu_util, mem_util = utilisation_means(samples, start_s, end_s, labels, util_lag_s)
+
     return WindowSummary(
         name=name, start_s=float(start_s), end_s=float(end_s), elapsed_s=elapsed,
         energy_j=energy, energy_wh=energy / 3600.0, energy_source=source,
@@ -213,13 +237,13 @@ def summarize(samples, name: str, start_s: float, end_s: float, *, requested_int
         counter_energy_j=NAN if estimated else counter_total, energy_j_per_gpu={int(k): float(v) for k, v in per_gpu.items()},
         net_energy_j=energy - idle_w * elapsed if idle_power_w else NAN, idle_power_w=idle_w,
         mean_power_w=energy / elapsed if elapsed > 0 else NAN,
-        mean_gpu_util_pct=_nanmean(col("gpu_util_pct")), mean_mem_util_pct=_nanmean(col("mem_util_pct")),
+        mean_gpu_util_pct=gpu_util, mean_mem_util_pct=mem_util,
         max_mem_used_mib=_nanmax(col("mem_used_mib")),
         n_samples=int(valid_ticks.size), n_missing_samples=int(ticks.size - valid_ticks.size),
         requested_interval_s=float(requested_interval_s), achieved_interval_s=_median_gap(valid_ticks),
         max_gap_s=float(np.diff(edges).max()) if edges.size >= 2 else NAN,
         lag_shift_s=float(lag_shift_s), estimated=bool(estimated), reason=reason, gpus=labels,
-        estimated_energy_j=estimated_total,
+        estimated_energy_j=estimated_total, util_lag_s=float(util_lag_s),
     )
 
 
