@@ -427,8 +427,8 @@ def restate_utilisation(root: str | Path) -> list[str]:
     the reason is in :mod:`greenlib.tracer.summary`), as runs traced since then store them.
 
     Only stages measured on an NVIDIA source without ``util_lag_s`` change: every epoch window of a
-    training stage (``epochs``, the stage mean time-weighted over them as
-    :func:`greenlib.train.merge_windows` does) or the stage's one window (``start_s``, ``end_s``).
+    training stage (``epochs``, the stage mean time-weighted over them by
+    :func:`greenlib.train.merge_windows`) or the stage's one window (``start_s``, ``end_s``).
     A stage without a trace of its own, copied from another run (``reused_from``), takes that run's
     restated figures. Energy, time and everything else stay as measured. ``stages/*.json`` and
     ``result.json`` are rewritten atomically. Returns ``"<run>/<stage>"`` for each stage changed;
@@ -449,14 +449,13 @@ def restate_utilisation(root: str | Path) -> list[str]:
             return False
         labels = sorted(set(int(g) for g in trace["gpu"]))
         if stage.get("epochs"):
-            weighted, total = [0.0, 0.0], 0.0
+            from .train import merge_windows
             for e in stage["epochs"]:
                 gpu, mem = utilisation_means(trace, e["window.start_s"], e["window.end_s"], labels, lag)
                 e["window.mean_gpu_util_pct"], e["window.mean_mem_util_pct"], e["window.util_lag_s"] = gpu, mem, lag
-                weighted = [weighted[0] + gpu * e["window.elapsed_s"], weighted[1] + mem * e["window.elapsed_s"]]
-                total += e["window.elapsed_s"]
-            stage["mean_gpu_util_pct"], stage["mean_mem_util_pct"] = (w / total if total > 0 else float("nan")
-                                                                      for w in weighted)
+            merged = merge_windows(stage.get("name", "stage"), [
+                {k[len("window."):]: v for k, v in e.items() if k.startswith("window.")} for e in stage["epochs"]])
+            stage["mean_gpu_util_pct"], stage["mean_mem_util_pct"] = merged["mean_gpu_util_pct"], merged["mean_mem_util_pct"]
         elif "start_s" in stage and "end_s" in stage:
             stage["mean_gpu_util_pct"], stage["mean_mem_util_pct"] = utilisation_means(
                 trace, stage["start_s"], stage["end_s"], labels, lag)

@@ -449,7 +449,8 @@ def accuracy_curve(stages: Sequence[Mapping[str, Any]]) -> "pandas.DataFrame":
 
 _SUM = ("elapsed_s", "energy_j", "energy_wh", "sampled_energy_j", "counter_energy_j", "estimated_energy_j",
         "net_energy_j", "n_samples")
-_TIME_WEIGHTED = ("mean_power_w", "mean_gpu_util_pct", "mean_mem_util_pct")
+_UTIL = ("mean_gpu_util_pct", "mean_mem_util_pct")
+_TIME_WEIGHTED = ("mean_power_w", *_UTIL)
 
 
 def merge_windows(name: str, windows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -463,10 +464,14 @@ def merge_windows(name: str, windows: Sequence[Mapping[str, Any]]) -> dict[str, 
     for k in _SUM:
         vals = [w.get(k) for w in windows if w.get(k) is not None]
         out[k] = float(sum(vals)) if vals else float("nan")
-    total = out["elapsed_s"]
     for k in _TIME_WEIGHTED:
         vals = [(w.get(k, float("nan")), w.get("elapsed_s", 0.0)) for w in windows]
-        out[k] = sum(v * t for v, t in vals) / total if total > 0 else float("nan")
+        if k in _UTIL:  # a window shorter than the utilisation lag has no reading of its own: left out
+            vals = [(v, t) for v, t in vals if math.isfinite(v)]
+        weight = sum(t for _, t in vals)
+        out[k] = sum(v * t for v, t in vals) / weight if weight > 0 else float("nan")
+    if "util_lag_s" in windows[0]:
+        out["util_lag_s"] = windows[0]["util_lag_s"]
     if "max_mem_used_mib" in windows[0]:
         out["max_mem_used_mib"] = max(w.get("max_mem_used_mib", float("nan")) for w in windows)
     sources = {w.get("energy_source") for w in windows}

@@ -57,6 +57,12 @@ def test_merge_windows_adds_energy_and_time_weights_means():
     assert m["energy_source"] == "counter" and m["n_windows"] == 2
     nan = merge_windows("s", [a, {**b, "energy_j": float("nan"), "reason": "no sample"}])
     assert math.isnan(nan["energy_j"]) and nan["reason"] == "no sample"
+    # utilisation: a window shorter than the driver's lag has none, and is left out of the stage's
+    util = merge_windows("s", [{**a, "mean_gpu_util_pct": 90.0, "util_lag_s": 0.2},
+                               {**b, "mean_gpu_util_pct": 98.0, "util_lag_s": 0.2},
+                               {**b, "elapsed_s": 0.1, "mean_gpu_util_pct": float("nan"), "util_lag_s": 0.2}])
+    assert util["mean_gpu_util_pct"] == pytest.approx(96.0) and util["util_lag_s"] == 0.2
+    assert util["mean_power_w"] == pytest.approx((100 + 600 + 20) / 4.1)
 
 
 class Interrupt(Exception):
