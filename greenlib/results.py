@@ -89,11 +89,15 @@ class Run:
             raise FileNotFoundError(f"run {self.id} has no stage {name!r}")
         return data
 
+    def trace_path(self, name: str) -> Path:
+        """Where stage ``name``'s sample series is stored (``traces/<name>.csv.gz``; it may not exist)."""
+        return self.folder / "traces" / f"{_safe(name)}.csv.gz"
+
     def save_stage(self, name: str, summary: Mapping[str, Any], samples=None) -> None:
         """Store one traced stage: its summary dict and (optionally) its sample DataFrame."""
         if samples is not None and len(samples):
             buf = samples.to_csv(index=False)
-            atomic_write_bytes(self.folder / "traces" / f"{_safe(name)}.csv.gz", gzip.compress(buf.encode(), mtime=0))
+            atomic_write_bytes(self.trace_path(name), gzip.compress(buf.encode(), mtime=0))
         atomic_write_json(self.folder / "stages" / f"{_safe(name)}.json", dict(summary))
 
     def stages(self) -> dict[str, dict[str, Any]]:
@@ -415,7 +419,7 @@ class LockingStore(ResultsStore):
 
 
 __all__ = ["ResultsStore", "Run", "run_id", "flatten_result", "CorruptRunWarning", "same_value", "config_mask",
-           "incomplete_reason", "LockingStore", "LockedRun", "RunLock", "LOCK_DIR"]
+           "incomplete_reason", "LockingStore", "LockedRun", "RunLock", "LOCK_DIR", "restate_utilisation"]
 
 
 _NVIDIA_SOURCES = ("counter", "nvml", "smi")  # energy sources whose utilisation figures the NVIDIA driver averages
@@ -441,7 +445,7 @@ def restate_utilisation(root: str | Path) -> list[str]:
 
     lag = NVIDIA_UTIL_PERIOD_S
     root = Path(root)
-    folders = sorted(p for p in root.iterdir() if (p / "result.json").is_file())
+    runs = {p: Run(p, _read_json(p / "config.json")) for p in sorted(root.iterdir()) if (p / "result.json").is_file()}
     changed: dict[Path, dict[str, dict[str, Any]]] = {}
 
     def restate(stage: dict[str, Any], trace) -> bool:
@@ -465,12 +469,12 @@ def restate_utilisation(root: str | Path) -> list[str]:
         return True
 
     reused: list[tuple[Path, Path, dict[str, Any]]] = []
-    for folder in folders:
+    for folder, run in runs.items():
         for path in sorted((folder / "stages").glob("*.json")):
             stage = _read_json(path)
-            trace_path = folder / "traces" / f"{path.stem}.csv.gz"
             if not isinstance(stage, dict):
                 continue
+            trace_path = run.trace_path(path.stem)
             if trace_path.is_file():
                 if restate(stage, pd.read_csv(trace_path)):
                     changed.setdefault(folder, {})[path.stem] = stage
@@ -492,6 +496,6 @@ def restate_utilisation(root: str | Path) -> list[str]:
             atomic_write_json(folder / "stages" / f"{name}.json", stage)
             out.append(f"{folder.name}/{name}")
         result = _read_json(folder / "result.json")
-        result["stages"] = Run(folder, result["config"]).stages()
+        result["stages"] = runs[folder].stages()
         atomic_write_json(folder / "result.json", result)
     return sorted(out)

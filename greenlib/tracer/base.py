@@ -65,7 +65,7 @@ NVIDIA_UTIL_PERIOD_S = 0.2
 ``.memory``, which nvidia-smi reports too), s. NVML documents 1/6 s to 1 s by product; read off this
 repository's traces, the value changes every 0.20 s on the H100 and the H200 (median gap between
 changes: ``data/measurements/tracer/h100/traces/bursty/counter-0.02s``, sampled every 0.02 s, and
-the quick runs on the H200; docs/measurement.md)."""
+the quick runs on the H200; docs/training.md)."""
 
 
 class Source:
