@@ -227,27 +227,69 @@ def test_one_job_per_slot_at_a_time_and_a_failure_stops_nothing(monkeypatch):
     assert {e[1] for e in events} == {"gpu0", "gpu1"}
 
 
-def test_cells_whose_shared_run_failed_are_blocked_not_run(tmp_path, monkeypatch):
-    dispatched = []
+def _fake_grid(monkeypatch, polls, fails=()):
+    """run_grid's local path with jobs faked: a job of label L is done after ``polls[L]`` checks
+    (default 0) and fails when L is in ``fails``; returns the start/finish events in order."""
+    events, busy = [], {}
 
-    def fake_dispatch(cells, slots, executor, store_root, timeout_min, log, poll_s, on_outcome):
-        for c in cells:
-            dispatched.append(c.label)
-            ok = c.kind != "baselines" or c.args[0] != "resnet8"  # the resnet8 base model fails
-            on_outcome(grid.Outcome(c, "done" if ok else "failed", run_id="r" if ok else None,
-                                    error=None if ok else "RuntimeError: out of memory"))
+    class Job:
+        def __init__(self, cell, slot):
+            self.cell, self.slot, self.left, self.job_id = cell, slot, polls.get(cell.label, 0), str(len(events))
+            events.append(("start", cell.label, slot.name))
 
-    monkeypatch.setattr(grid, "_dispatch_local", fake_dispatch)
+        def done(self):
+            self.left -= 1
+            if self.left < 0 and self.cell.label in busy.values():
+                busy.pop(self.slot.name)
+                events.append(("end", self.cell.label, self.slot.name))
+            return self.left < 0
+
+        def exception(self):
+            return RuntimeError("Job failed:\n----------------------\nTraceback\nRuntimeError: out of memory\n"
+                                "----------------------\n") if self.cell.label in fails else None
+
+        def result(self):
+            return {"run_id": "r", "status": "done"}
+
+    def submit(executor, slot, cell, store_root, timeout_min):
+        assert slot.name not in busy, f"{slot.name} got a second job"
+        busy[slot.name] = cell.label
+        return Job(cell, slot)
+
+    monkeypatch.setattr(grid, "_submit_local", submit)
     monkeypatch.setattr(grid, "_local_executor", lambda folder: None)
+    monkeypatch.setattr(grid, "local_slots", lambda gpus, workers: [grid.Slot("gpu0", 0, "H"), grid.Slot("gpu1", 1, "H")])
+    return events
+
+
+def test_cells_whose_shared_run_failed_are_blocked_not_run(tmp_path, monkeypatch):
+    events = _fake_grid(monkeypatch, {}, fails={"baseline resnet8 seed=0"})
     lines = []
     report = grid.run_grid([("pruning", {"models": ["resnet8", "vgg8"], "pruners": ["l1"]})], "smoke",
-                           gpus=0, store_root=tmp_path / "s", log_dir=tmp_path / "l", log=lines.append)
+                           gpus=2, store_root=tmp_path / "s", log_dir=tmp_path / "l", poll_s=0.0, log=lines.append)
     status = {o.cell.label: (o.status, o.error) for o in report.outcomes}
     assert status["pruning resnet8 l1 seed=0"] == ("blocked", "needs baseline resnet8 seed=0, which failed")
+    assert status["baseline resnet8 seed=0"] == ("failed", "RuntimeError: out of memory")
     assert status["pruning vgg8 l1 seed=0"][0] == "done"
-    assert "pruning resnet8 l1 seed=0" not in dispatched
-    assert dispatched.index("baseline vgg8 seed=0") < dispatched.index("pruning vgg8 l1 seed=0")  # waves in order
+    started = [e[1] for e in events if e[0] == "start"]
+    assert "pruning resnet8 l1 seed=0" not in started
+    assert started.index("baseline vgg8 seed=0") < started.index("pruning vgg8 l1 seed=0")
     assert any("blocked" in ln and "which failed" in ln for ln in lines)
+
+
+def test_a_cell_starts_when_its_own_shared_run_is_done_not_the_whole_first_wave(tmp_path, monkeypatch):
+    # the vgg8 base model is quick, the resnet8 one slow: the vgg8 pruning cells take the GPU the vgg8
+    # base model leaves, while the other GPU still trains resnet8; resnet8's cell waits for its own base
+    events = _fake_grid(monkeypatch, {"baseline resnet8 seed=0": 12, "baseline vgg8 seed=0": 1})
+    report = grid.run_grid([("pruning", {"models": ["resnet8", "vgg8"], "pruners": ["l1", "fpgm"]})], "smoke",
+                           gpus=2, store_root=tmp_path / "s", log_dir=tmp_path / "l", poll_s=0.0, log=lambda s: None)
+    assert report.counts() == {"done": 6}
+    order = [(e[0], e[1]) for e in events]
+    slow_end = order.index(("end", "baseline resnet8 seed=0"))
+    assert order.index(("start", "pruning vgg8 l1 seed=0")) < slow_end
+    assert order.index(("start", "pruning vgg8 fpgm seed=0")) < slow_end
+    assert order.index(("start", "pruning resnet8 l1 seed=0")) > slow_end
+    assert order.index(("start", "pruning resnet8 fpgm seed=0")) > slow_end
 
 
 # -- executors ---------------------------------------------------------------------------------------

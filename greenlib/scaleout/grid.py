@@ -8,10 +8,12 @@
 A grid is a list of ``(section, params)`` entries (``--section``/``-p``, or ``--grid FILE.json``
 holding ``[{"section": ..., "params": {...}}, ...]``). Every entry is validated by
 :func:`greenlib.config.resolve` before anything is submitted, and expands into cells, one per run
-its notebook would make (:mod:`.cells`). The grid then runs in two waves: first the shared runs
-the cells need (base models, teachers, shared IEC runs), then the cells, so two GPUs never train
-the same base model; a run wanted by two jobs at once is computed by one while the other waits
-(:class:`greenlib.results.LockingStore`).
+its notebook would make (:mod:`.cells`). The plan has two waves: first the shared runs the cells
+need (base models, teachers, shared IEC runs), then the cells, so two GPUs never train the same
+base model; a run wanted by two jobs at once is computed by one while the other waits
+(:class:`greenlib.results.LockingStore`). The local executor keeps one queue in that order and
+starts a cell as soon as the shared runs it needs are done (a pruning run does not wait for a
+teacher it does not use); Slurm gets one job array per wave.
 
 Executors (submitit's; no scheduler of our own):
 
@@ -362,24 +364,56 @@ def _submit_local(executor, slot: Slot, cell: Cell, store_root: Path, timeout_mi
 
 
 def _dispatch_local(cells: Sequence[Cell], slots: Sequence[Slot], executor, store_root: Path, timeout_min: float,
-                    log: Callable[[str], None], poll_s: float, on_outcome: Callable[[Outcome], None]) -> None:
-    """One job per free slot until every cell has run; a slot never runs two jobs at once."""
+                    log: Callable[[str], None], poll_s: float, on_outcome: Callable[[Outcome], None],
+                    needs: Mapping[Cell, Sequence[Cell]] | None = None,
+                    outcomes: Mapping[Cell, Outcome] | None = None) -> None:
+    """One job per free slot until every cell has run; a slot never runs two jobs at once.
+
+    A free slot takes the first cell in ``cells`` order whose ``needs`` (the shared runs it waits
+    for) have all finished well in ``outcomes`` (the driver's record, which ``on_outcome`` fills), so
+    a cell starts as soon as its own base model or teacher is done, not when the whole first wave
+    is; a cell whose need failed is reported ``blocked`` and never submitted. A need that is neither
+    among ``cells`` nor in ``outcomes`` does not hold a cell back."""
+    needs = needs or {}
+    outcomes = outcomes if outcomes is not None else {}
     pending = list(cells)
     running: dict[str, tuple[Cell, Any, float, Slot]] = {}
+
+    def state(cell: Cell) -> str:
+        """'ready', 'wait' or 'blocked' (with the failed need in ``bad``)."""
+        for r in needs.get(cell, ()):
+            o = outcomes.get(r)
+            if o is not None and o.status in ("failed", "blocked"):
+                bad[cell] = r
+                return "blocked"
+            if o is None and (r in pending or any(r == c for c, *_ in running.values())):
+                return "wait"
+        return "ready"
+
+    bad: dict[Cell, Cell] = {}
     try:
         while pending or running:
+            for cell in [c for c in pending if state(c) == "blocked"]:
+                pending.remove(cell)
+                on_outcome(Outcome(cell, "blocked", error=f"needs {bad[cell].label}, which failed"))
             for slot in slots:
-                if slot.name not in running and pending:
-                    cell = pending.pop(0)
-                    job = _submit_local(executor, slot, cell, store_root, timeout_min)
-                    running[slot.name] = (cell, job, time.time(), slot)
-                    log(f"start   {cell.label} on {slot.name} (job {job.job_id})")
+                if slot.name in running:
+                    continue
+                cell = next((c for c in pending if state(c) == "ready"), None)
+                if cell is None:
+                    break
+                pending.remove(cell)
+                job = _submit_local(executor, slot, cell, store_root, timeout_min)
+                running[slot.name] = (cell, job, time.time(), slot)
+                log(f"start   {cell.label} on {slot.name} (job {job.job_id})")
             for name, (cell, job, t0, slot) in list(running.items()):
                 if job.done():
                     del running[name]
                     on_outcome(_collect(cell, job, name, t0))
             if running:
                 time.sleep(poll_s)
+            elif pending and all(state(c) == "wait" for c in pending):  # cannot happen: a need is always pending or run
+                raise GridError(f"{pending[0].label} waits for a run that is neither pending nor running")
     except KeyboardInterrupt:
         for cell, job, _, _ in running.values():
             _kill_local_job(job)
@@ -508,7 +542,11 @@ def run_grid(entries: Sequence[tuple[str, Mapping[str, Any]]], profile: str, *, 
 
     for c, rid in plan.done.items():
         record(Outcome(c, "skipped", run_id=rid))
-    for wave in plan.waves:
+    if executor == "local":  # one queue, shared runs first; each cell starts once its own needs are done
+        todo = [c for c in plan.cells if c not in outcomes]
+        if todo:
+            _dispatch_local(todo, slots, ex, store_root, timeout_min, log, poll_s, record, plan.needs, outcomes)
+    for wave in (plan.waves if executor != "local" else []):  # Slurm: one job array per wave
         todo = []
         for c in wave:
             if c in outcomes:
@@ -518,11 +556,7 @@ def run_grid(entries: Sequence[tuple[str, Mapping[str, Any]]], profile: str, *, 
                 record(Outcome(c, "blocked", error=f"needs {bad[0].label}, which failed"))
             else:
                 todo.append(c)
-        if not todo:
-            continue
-        if executor == "local":
-            _dispatch_local(todo, slots, ex, store_root, timeout_min, log, poll_s, record)
-        else:
+        if todo:
             _dispatch_array(todo, ex, store_root, log, poll_s, record)
     report = Report([outcomes[c] for c in plan.cells], time.time() - t_start, plan)
     atomic_write_json(log_dir / "report.json", report.to_dict())
