@@ -1,0 +1,152 @@
+"""Carry run state between GPU machines that pass only small files (a campaign spanning sessions).
+
+The results store commits results, not weights or checkpoints (``*.pt``, ``*.ckpt``). A run cut off
+when a lent machine goes back resumes from its checkpoint only where that checkpoint travels, and a
+distillation student needs its teacher's weights: without them the next machine retrains the
+teacher. ``pack`` writes what the next machine needs as one tar in numbered chunks of at most
+``chunk_bytes`` (a lending service that returns files of at most 16 MiB takes them as they are), with
+a manifest of their sizes and SHA-256; ``unpack`` checks and joins the chunks there and puts the
+files into the store::
+
+    python -m greenlib.scaleout.carry pack  /tmp/greenlib/results/paper $OUT/carry --weights 'teacher-*'
+    python -m greenlib.scaleout.carry unpack carried/ data/results/paper
+
+What is packed: every interrupted run folder (no complete ``result.json``) that holds a checkpoint,
+whole (its config, finished stages and traces with it), and the weights (``model.pt``) of the
+complete runs whose id matches a ``--weights`` pattern. ``unpack`` never overwrites a file of a run
+that is complete in the target store (it adds the weights such a run lacks); in an interrupted run
+the carried files replace the older ones.
+"""
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import hashlib
+import io
+import json
+import sys
+import tarfile
+from pathlib import Path
+from typing import Sequence
+
+from ..io import atomic_write_bytes, atomic_write_json
+from ..results import incomplete_reason
+
+CHUNK_BYTES = 15 * 2**20
+CHECKPOINTS = ("*.pt", "*.ckpt")
+
+
+class CarryError(ValueError):
+    """Bad input or a damaged carry (one line naming the file)."""
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def to_carry(store_root: str | Path, weights: Sequence[str] = ()) -> list[Path]:
+    """The files :func:`pack` takes from ``store_root``, relative to it, sorted."""
+    root = Path(store_root)
+    if not root.is_dir():
+        raise CarryError(f"store {str(root)!r} is not a folder")
+    out: list[Path] = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = sorted(f for f in folder.rglob("*") if f.is_file())
+        if incomplete_reason(folder) is None:  # complete: only the weights asked for
+            if any(fnmatch.fnmatch(folder.name, w) for w in weights):
+                out += [f for f in files if f.name == "model.pt"]
+        elif any(fnmatch.fnmatch(f.name, pat) for f in files for pat in CHECKPOINTS):
+            out += files  # interrupted with a checkpoint: the whole folder resumes elsewhere
+    return [f.relative_to(root) for f in out]
+
+
+def pack(store_root: str | Path, out_dir: str | Path, weights: Sequence[str] = (),
+         chunk_bytes: int = CHUNK_BYTES, name: str = "carry") -> dict:
+    """Write ``<name>.tar.NNN`` chunks and ``<name>.json`` (the manifest, returned) under ``out_dir``."""
+    if not isinstance(chunk_bytes, int) or chunk_bytes < 1:
+        raise CarryError(f"chunk_bytes={chunk_bytes!r} is not accepted; accepted: an int >= 1")
+    root, out = Path(store_root), Path(out_dir)
+    files = to_carry(root, weights)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for rel in files:
+            tar.add(root / rel, arcname=rel.as_posix(), recursive=False)
+    data = buf.getvalue()
+    out.mkdir(parents=True, exist_ok=True)
+    chunks = []
+    for i in range(0, len(data), chunk_bytes):
+        part = data[i:i + chunk_bytes]
+        path = out / f"{name}.tar.{len(chunks):03d}"
+        path.write_bytes(part)
+        chunks.append({"file": path.name, "bytes": len(part), "sha256": _sha256(part)})
+    manifest = {"files": [r.as_posix() for r in files], "bytes": len(data), "sha256": _sha256(data),
+                "chunks": chunks, "weights": list(weights)}
+    atomic_write_json(out / f"{name}.json", manifest)
+    return manifest
+
+
+def unpack(src_dir: str | Path, store_root: str | Path, name: str = "carry") -> list[str]:
+    """Check the chunks against ``<name>.json`` in ``src_dir``, join them and write their files
+    into ``store_root`` (no file of a run complete there is overwritten); returns the files written."""
+    src, root = Path(src_dir), Path(store_root)
+    man_path = src / f"{name}.json"
+    try:
+        manifest = json.loads(man_path.read_text())
+    except (OSError, ValueError) as e:
+        raise CarryError(f"{str(man_path)!r}: cannot read the manifest ({e})") from None
+    parts = []
+    for c in manifest["chunks"]:
+        path = src / c["file"]
+        if not path.is_file():
+            raise CarryError(f"chunk {str(path)!r} is missing ({len(manifest['chunks'])} chunks in {man_path.name})")
+        part = path.read_bytes()
+        if len(part) != c["bytes"] or _sha256(part) != c["sha256"]:
+            raise CarryError(f"chunk {str(path)!r} is damaged: its size or SHA-256 differs from {man_path.name}")
+        parts.append(part)
+    data = b"".join(parts)
+    if _sha256(data) != manifest["sha256"]:
+        raise CarryError(f"the joined chunks of {man_path.name} do not match its SHA-256")
+    written = []
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
+        for member in tar.getmembers():
+            rel = Path(member.name)
+            if not member.isfile() or rel.is_absolute() or ".." in rel.parts or len(rel.parts) < 2:
+                raise CarryError(f"{man_path.name}: member {member.name!r} is not a file inside a run folder")
+            if incomplete_reason(root / rel.parts[0]) is None and (root / rel).exists():
+                continue  # a complete run's files are never overwritten (its missing weights are added)
+            atomic_write_bytes(root / rel, tar.extractfile(member).read())  # a newer checkpoint replaces an older
+            written.append(rel.as_posix())
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m greenlib.scaleout.carry", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("pack", help="interrupted runs with a checkpoint, and weights asked for, into chunks")
+    a.add_argument("store")
+    a.add_argument("out")
+    a.add_argument("--weights", action="append", default=[], metavar="RUN_ID_GLOB",
+                   help="complete runs whose model.pt goes too (e.g. 'teacher-*'), repeatable")
+    a.add_argument("--chunk-mib", type=float, default=CHUNK_BYTES / 2**20)
+    b = sub.add_parser("unpack", help="check, join and restore chunks into a store")
+    b.add_argument("src")
+    b.add_argument("store")
+    args = p.parse_args(argv)
+    try:
+        if args.cmd == "pack":
+            m = pack(args.store, args.out, args.weights, int(args.chunk_mib * 2**20))
+            print(f"packed {len(m['files'])} files, {m['bytes'] / 2**20:.1f} MiB in {len(m['chunks'])} chunk(s) "
+                  f"-> {args.out}")
+            for f in m["files"]:
+                print(f"  {f}")
+        else:
+            written = unpack(args.src, args.store)
+            print(f"restored {len(written)} files into {args.store}")
+    except CarryError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

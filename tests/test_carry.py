@@ -1,0 +1,84 @@
+"""Carrying run state between machines: a killed run's checkpoint and a teacher's weights, in chunks."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from greenlib.results import ResultsStore
+from greenlib.scaleout import carry
+from test_train import Batches, Interrupt, _fit
+
+
+def _store_with_a_killed_run_and_a_teacher(root):
+    store = ResultsStore(root)
+    teacher = store.open({"kind": "teacher", "model": "t", "seed": 0})
+    (teacher.folder / "model.pt").write_bytes(b"teacher weights " * 5000)
+    teacher.finish({"acc": 0.5}, {"hardware": "cpu"})
+    killed = store.open({"kind": "baseline", "model": "m", "seed": 0})
+    with pytest.raises(Interrupt):
+        _fit(killed.folder / "checkpoint.pt", Batches(die_at_epoch=2))
+    (killed.folder / "stages").mkdir()
+    (killed.folder / "stages" / "pretrain.json").write_text('{"name": "pretrain"}')
+    fresh = store.open({"kind": "baseline", "model": "m", "seed": 1})  # started, nothing to resume: stays
+    return teacher, killed, fresh
+
+
+def test_a_killed_run_resumes_on_another_machine_and_a_teachers_weights_travel(tmp_path):
+    teacher, killed, fresh = _store_with_a_killed_run_and_a_teacher(tmp_path / "a")
+    other = ResultsStore(tmp_path / "a").open({"kind": "teacher", "model": "u", "seed": 0})
+    (other.folder / "model.pt").write_bytes(b"x")
+    other.finish({"acc": 0.1}, {})
+    m = carry.pack(tmp_path / "a", tmp_path / "out", weights=[teacher.id], chunk_bytes=4096)
+    assert m["files"] == sorted([f"{teacher.id}/model.pt", f"{killed.id}/checkpoint.pt", f"{killed.id}/config.json",
+                                 f"{killed.id}/stages/pretrain.json"])
+    assert len(m["chunks"]) > 2 and all(c["bytes"] <= 4096 for c in m["chunks"])
+    assert not any(fresh.id in f or other.id in f for f in m["files"])
+
+    # the next machine: the committed store (the teacher's results, no weights), then the carried chunks
+    b = tmp_path / "b"
+    shutil.copytree(tmp_path / "a" / teacher.id, b / teacher.id, ignore=shutil.ignore_patterns("*.pt"))
+    written = carry.unpack(tmp_path / "out", b)
+    assert sorted(written) == m["files"]
+    assert (b / teacher.id / "model.pt").read_bytes() == (teacher.folder / "model.pt").read_bytes()
+    assert ResultsStore(b).get(teacher.id).result["metrics"] == {"acc": 0.5}
+    ref, _, _ = _fit(None, Batches())
+    # a loader that dies in epoch 0: only a run resumed from the carried checkpoint (at epoch 2) gets through
+    resumed, _, summary = _fit(b / killed.id / "checkpoint.pt", Batches(die_at_epoch=0))
+    assert [e["epoch"] for e in summary["epochs"]] == [0, 1, 2, 3]  # epochs 0-1 came with the checkpoint
+    for p, q in zip(ref.parameters(), resumed.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_unpack_never_overwrites_a_complete_run_and_names_a_bad_chunk(tmp_path):
+    teacher, _, _ = _store_with_a_killed_run_and_a_teacher(tmp_path / "a")
+    carry.pack(tmp_path / "a", tmp_path / "out", weights=["teacher-*", "*"], chunk_bytes=50_000)
+    b = tmp_path / "b"
+    shutil.copytree(tmp_path / "a" / teacher.id, b / teacher.id)
+    (b / teacher.id / "model.pt").write_bytes(b"weights already here")
+    assert not any(w.startswith(teacher.id) for w in carry.unpack(tmp_path / "out", b))
+    assert (b / teacher.id / "model.pt").read_bytes() == b"weights already here"
+
+    man = json.loads((tmp_path / "out" / "carry.json").read_text())
+    last = tmp_path / "out" / man["chunks"][-1]["file"]
+    last.write_bytes(last.read_bytes()[:-1] + b"?")
+    with pytest.raises(carry.CarryError, match=r"chunk .*carry\.tar\.00\d' is damaged"):
+        carry.unpack(tmp_path / "out", tmp_path / "c")
+    last.unlink()
+    with pytest.raises(carry.CarryError, match=r"chunk .*carry\.tar\.00\d' is missing"):
+        carry.unpack(tmp_path / "out", tmp_path / "c")
+    assert not (tmp_path / "c").exists()  # nothing written from a damaged carry
+    with pytest.raises(carry.CarryError, match="is not a folder"):
+        carry.pack(tmp_path / "nowhere", tmp_path / "out")
+
+
+def test_the_command_line_packs_and_restores(tmp_path, capsys):
+    teacher, killed, _ = _store_with_a_killed_run_and_a_teacher(tmp_path / "a")
+    assert carry.main(["pack", str(tmp_path / "a"), str(tmp_path / "out"), "--weights", "*"]) == 0
+    assert "packed 4 files" in capsys.readouterr().out
+    assert carry.main(["unpack", str(tmp_path / "out"), str(tmp_path / "b")]) == 0
+    assert (tmp_path / "b" / killed.id / "checkpoint.pt").exists()
+    assert carry.main(["unpack", str(tmp_path / "nowhere"), str(tmp_path / "b")]) == 2
+    assert "cannot read the manifest" in capsys.readouterr().err
