@@ -49,7 +49,8 @@ collect)
   tar czf "$OUT/paper.tar.gz" -C "$GREENLIB_DATA/results" -T "$WORK/new.txt"
   cp "$WORK/grid.log" "$OUT/"; [ -d "$WORK/gridlog" ] && tar czf "$OUT/gridlog.tar.gz" -C "$WORK" gridlog
   if ! grep -q "all done" "$WORK/grid.log" || [ -n "$weights" ]; then
-    python3 -m greenlib.scaleout.carry pack "$STORE" "$OUT/carry" ${weights:+--weights "$weights"}
+    # what one call brings back is at most 64 MiB: the results' tar and the log take a few
+    python3 -m greenlib.scaleout.carry pack "$STORE" "$OUT/carry" --max-mib "${CARRY_MAX_MIB:-56}" ${weights:+--weights "$weights"}
   fi
   ls -la "$OUT"
   ;;

@@ -82,3 +82,16 @@ def test_the_command_line_packs_and_restores(tmp_path, capsys):
     assert (tmp_path / "b" / killed.id / "checkpoint.pt").exists()
     assert carry.main(["unpack", str(tmp_path / "nowhere"), str(tmp_path / "b")]) == 2
     assert "cannot read the manifest" in capsys.readouterr().err
+
+
+def test_pack_keeps_under_one_transfers_limit_and_names_what_it_left_out(tmp_path):
+    teacher, killed, _ = _store_with_a_killed_run_and_a_teacher(tmp_path / "a")
+    (teacher.folder / "model.pt").write_bytes(b"w" * 300_000)  # larger than the killed run's checkpoint
+    small = sum(f.stat().st_size for f in killed.folder.rglob("*") if f.is_file())
+    m = carry.pack(tmp_path / "a", tmp_path / "out", weights=["*"], max_bytes=small + 100_000)
+    assert all(f.startswith(killed.id) for f in m["files"]) and list(m["left_out"]) == [teacher.id]
+    assert m["left_out"][teacher.id] > 300_000 and m["bytes"] <= small + 100_000
+    assert sorted(carry.unpack(tmp_path / "out", tmp_path / "b")) == m["files"]
+    assert carry.pack(tmp_path / "a", tmp_path / "out2", weights=["*"])["left_out"] == {}
+    with pytest.raises(carry.CarryError, match="max_bytes=0 is not accepted"):
+        carry.pack(tmp_path / "a", tmp_path / "out3", max_bytes=0)

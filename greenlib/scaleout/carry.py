@@ -61,12 +61,31 @@ def to_carry(store_root: str | Path, weights: Sequence[str] = ()) -> list[Path]:
 
 
 def pack(store_root: str | Path, out_dir: str | Path, weights: Sequence[str] = (),
-         chunk_bytes: int = CHUNK_BYTES, name: str = "carry") -> dict:
-    """Write ``<name>.tar.NNN`` chunks and ``<name>.json`` (the manifest, returned) under ``out_dir``."""
+         chunk_bytes: int = CHUNK_BYTES, name: str = "carry", max_bytes: int | None = None) -> dict:
+    """Write ``<name>.tar.NNN`` chunks and ``<name>.json`` (the manifest, returned) under ``out_dir``.
+
+    ``max_bytes``: what one transfer takes back; run folders are packed smallest first while they
+    fit, and the others are named in the manifest's ``left_out`` (run id -> bytes)."""
     if not isinstance(chunk_bytes, int) or chunk_bytes < 1:
         raise CarryError(f"chunk_bytes={chunk_bytes!r} is not accepted; accepted: an int >= 1")
+    if max_bytes is not None and (not isinstance(max_bytes, int) or max_bytes < 1):
+        raise CarryError(f"max_bytes={max_bytes!r} is not accepted; accepted: an int >= 1 or None")
     root, out = Path(store_root), Path(out_dir)
     files = to_carry(root, weights)
+    left_out: dict[str, int] = {}
+    if max_bytes is not None:
+        runs: dict[str, list[Path]] = {}
+        for rel in files:
+            runs.setdefault(rel.parts[0], []).append(rel)
+        size = {rid: sum((root / r).stat().st_size + 1024 for r in rels) for rid, rels in runs.items()}  # + tar headers
+        files, total = [], 0
+        for rid in sorted(runs, key=lambda r: (size[r], r)):
+            if total + size[rid] <= max_bytes:
+                files += runs[rid]
+                total += size[rid]
+            else:
+                left_out[rid] = size[rid]
+        files.sort()
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for rel in files:
@@ -80,7 +99,7 @@ def pack(store_root: str | Path, out_dir: str | Path, weights: Sequence[str] = (
         path.write_bytes(part)
         chunks.append({"file": path.name, "bytes": len(part), "sha256": _sha256(part)})
     manifest = {"files": [r.as_posix() for r in files], "bytes": len(data), "sha256": _sha256(data),
-                "chunks": chunks, "weights": list(weights)}
+                "chunks": chunks, "weights": list(weights), "left_out": left_out}
     atomic_write_json(out / f"{name}.json", manifest)
     return manifest
 
@@ -128,17 +147,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     a.add_argument("--weights", action="append", default=[], metavar="RUN_ID_GLOB",
                    help="complete runs whose model.pt goes too (e.g. 'teacher-*'), repeatable")
     a.add_argument("--chunk-mib", type=float, default=CHUNK_BYTES / 2**20)
+    a.add_argument("--max-mib", type=float, default=None,
+                   help="pack run folders, smallest first, while the total stays under this (one transfer's limit)")
     b = sub.add_parser("unpack", help="check, join and restore chunks into a store")
     b.add_argument("src")
     b.add_argument("store")
     args = p.parse_args(argv)
     try:
         if args.cmd == "pack":
-            m = pack(args.store, args.out, args.weights, int(args.chunk_mib * 2**20))
+            m = pack(args.store, args.out, args.weights, int(args.chunk_mib * 2**20),
+                     max_bytes=None if args.max_mib is None else int(args.max_mib * 2**20))
             print(f"packed {len(m['files'])} files, {m['bytes'] / 2**20:.1f} MiB in {len(m['chunks'])} chunk(s) "
                   f"-> {args.out}")
             for f in m["files"]:
                 print(f"  {f}")
+            for rid, size in m["left_out"].items():
+                print(f"  LEFT OUT (over --max-mib {args.max_mib}): {rid}, {size / 2**20:.1f} MiB")
         else:
             written = unpack(args.src, args.store)
             print(f"restored {len(written)} files into {args.store}")
