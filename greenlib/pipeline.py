@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import logging
 import os
 import re
 import sys
@@ -320,6 +321,10 @@ def execute(nb_path: Path, out_path: Path, params: dict[str, Any], kernel: str |
         raise PipelineError(f"notebook {nb_path.name}: its kernel died (out of memory?)  "
                             f"[kernel log: {_short(log)}; executed copy: {_short(failed)}]") from None
     except KeyboardInterrupt:
+        # Ctrl-C reaches the kernel too (one process group), so nbclient's pending cell task may end
+        # with DeadKernelError; asyncio would log it as "Task exception was never retrieved" when the
+        # task is collected. That is the interrupt itself, said in one line below.
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
         keep(failed)
         raise Interrupted(f"interrupted in {nb_path.name}; its executed copy was not updated (partial copy: "
                           f"{_short(failed)}); finished runs stay in the store and the next run reuses them"
