@@ -379,27 +379,20 @@ def _dispatch_local(cells: Sequence[Cell], slots: Sequence[Slot], executor, stor
     pending = list(cells)
     running: dict[str, tuple[Cell, Any, float, Slot]] = {}
 
-    def state(cell: Cell) -> str:
-        """'ready', 'wait' or 'blocked' (with the failed need in ``bad``)."""
-        for r in needs.get(cell, ()):
-            o = outcomes.get(r)
-            if o is not None and o.status in ("failed", "blocked"):
-                bad[cell] = r
-                return "blocked"
-            if o is None and (r in pending or any(r == c for c, *_ in running.values())):
-                return "wait"
-        return "ready"
+    def ready(cell: Cell) -> bool:  # every need has an outcome, or is not among these cells at all
+        busy = [c for c, *_ in running.values()]
+        return all(r in outcomes or (r not in pending and r not in busy) for r in needs.get(cell, ()))
 
-    bad: dict[Cell, Cell] = {}
     try:
         while pending or running:
-            for cell in [c for c in pending if state(c) == "blocked"]:
-                pending.remove(cell)
-                on_outcome(Outcome(cell, "blocked", error=f"needs {bad[cell].label}, which failed"))
+            for cell in list(pending):
+                if (need := _failed_need(cell, needs, outcomes)) is not None:
+                    pending.remove(cell)
+                    on_outcome(_blocked(cell, need))
             for slot in slots:
                 if slot.name in running:
                     continue
-                cell = next((c for c in pending if state(c) == "ready"), None)
+                cell = next((c for c in pending if ready(c)), None)
                 if cell is None:
                     break
                 pending.remove(cell)
@@ -412,13 +405,23 @@ def _dispatch_local(cells: Sequence[Cell], slots: Sequence[Slot], executor, stor
                     on_outcome(_collect(cell, job, name, t0))
             if running:
                 time.sleep(poll_s)
-            elif pending and all(state(c) == "wait" for c in pending):  # cannot happen: a need is always pending or run
+            elif pending and not any(ready(c) for c in pending):  # cannot happen: a need is always pending or run
                 raise GridError(f"{pending[0].label} waits for a run that is neither pending nor running")
     except KeyboardInterrupt:
         for cell, job, _, _ in running.values():
             _kill_local_job(job)
         log(f"interrupted: {len(running)} running job(s) stopped; run the grid again to resume")
         raise
+
+
+def _failed_need(cell: Cell, needs: Mapping[Cell, Sequence[Cell]], outcomes: Mapping[Cell, Outcome]) -> Cell | None:
+    """The first shared run ``cell`` needs that failed (or was itself blocked), else None."""
+    return next((r for r in needs.get(cell, ()) if r in outcomes and outcomes[r].status in ("failed", "blocked")),
+                None)
+
+
+def _blocked(cell: Cell, need: Cell) -> Outcome:
+    return Outcome(cell, "blocked", error=f"needs {need.label}, which failed")
 
 
 def _process_tree(pid: int) -> list[int]:
@@ -546,18 +549,18 @@ def run_grid(entries: Sequence[tuple[str, Mapping[str, Any]]], profile: str, *, 
         todo = [c for c in plan.cells if c not in outcomes]
         if todo:
             _dispatch_local(todo, slots, ex, store_root, timeout_min, log, poll_s, record, plan.needs, outcomes)
-    for wave in (plan.waves if executor != "local" else []):  # Slurm: one job array per wave
-        todo = []
-        for c in wave:
-            if c in outcomes:
-                continue
-            bad = [r for r in plan.needs.get(c, []) if outcomes.get(r) and outcomes[r].status in ("failed", "blocked")]
-            if bad:
-                record(Outcome(c, "blocked", error=f"needs {bad[0].label}, which failed"))
-            else:
-                todo.append(c)
-        if todo:
-            _dispatch_array(todo, ex, store_root, log, poll_s, record)
+    else:  # Slurm: one job array per wave
+        for wave in plan.waves:
+            todo = []
+            for c in wave:
+                if c in outcomes:
+                    continue
+                if (need := _failed_need(c, plan.needs, outcomes)) is not None:
+                    record(_blocked(c, need))
+                else:
+                    todo.append(c)
+            if todo:
+                _dispatch_array(todo, ex, store_root, log, poll_s, record)
     report = Report([outcomes[c] for c in plan.cells], time.time() - t_start, plan)
     atomic_write_json(log_dir / "report.json", report.to_dict())
     return report
