@@ -2,16 +2,23 @@
 # One working session of the paper campaign on a lent GPU machine whose calls are short and whose
 # files under /tmp survive between calls (docs/campaign.md, "How a session runs it").
 #
-#   bash scripts/campaign_session.sh start GRID.json [CARRIED_DIR]   # seed, restore, start the grid detached
-#   bash scripts/campaign_session.sh collect [WAIT_S] [WEIGHTS_GLOB]  # wait, then results (+ carry) under $OUT
+#   bash scripts/campaign_session.sh start GRID.json[@GPUS] [GRID.json@GPUS ...] [CARRIED_DIR]
+#   bash scripts/campaign_session.sh collect [WAIT_S] [WEIGHTS_GLOB]   # wait, then the results under $OUT
+#   FINAL=1 bash scripts/campaign_session.sh collect [WAIT_S] [WEIGHTS_GLOB]   # ... stop, pack the carry
+#   bash scripts/campaign_session.sh more                              # the carry's next chunks under $OUT
 #
 # start: copies this checkout to $WORK/repo (the next call lays the checkout anew), seeds the store
 #   $GREENLIB_DATA/results/paper from the committed data/results/paper once, restores what a previous
-#   session carried (greenlib.scaleout.carry: checkpoints of cut-off runs, teachers' weights) and starts
-#   the dataset decode and the grid with setsid, so that they outlive the call.
-# collect: waits up to WAIT_S seconds (default 540) or until the grid ends, then writes under $OUT the
-#   results that landed (paper.tar.gz: no *.pt/*.ckpt), the grid's log and report, and, when the grid
-#   is still running or WEIGHTS_GLOB is given, carry/ (the chunks to carry into the next session).
+#   session carried (greenlib.scaleout.carry: checkpoints of cut-off runs, teachers' weights; a folder
+#   argument) and starts the dataset decode, then every grid on its GPUs (@0,1,2; default all; one
+#   grid per set of GPUs, so that a long run such as a NAS search is not queued behind shared runs),
+#   with setsid, so that they outlive the call.
+# collect: waits up to WAIT_S seconds (default 540) or until every grid has ended, then writes under
+#   $OUT the results that landed (paper.tar.gz: no *.pt/*.ckpt) and the grids' logs. With FINAL=1
+#   (the session's last call) it stops the grids still running, packs the carry (every cut-off run
+#   holding a checkpoint, and the weights of the complete runs matching WEIGHTS_GLOB) into
+#   $WORK/carry and writes its first chunks, at most CARRY_MAX_MIB (56) MiB, under $OUT/carry;
+#   `more` (the next calls, each within 30 s) writes the next ones until none is left.
 set -u
 : "${GREENLIB_DATA:?set GREENLIB_DATA (the store root on the machine, outside the checkout)}"
 : "${OUT:?set OUT (the folder that comes back)}"
@@ -19,41 +26,76 @@ WORK=${WORK:-/tmp/campaign}
 STORE=$GREENLIB_DATA/results/paper
 mkdir -p "$WORK" "$STORE"
 
+send_chunks() {  # the carry's unsent chunks (manifest first), at most CARRY_MAX_MIB MiB a call
+  local budget=$(( ${CARRY_MAX_MIB:-56} * 1048576 )) used=0 f size left=0
+  mkdir -p "$OUT/carry" && touch "$WORK/carry.sent"
+  for f in "$WORK"/carry/carry.json "$WORK"/carry/carry.tar.*; do
+    [ -f "$f" ] || continue
+    grep -qxF "$f" "$WORK/carry.sent" && continue
+    size=$(stat -c %s "$f")
+    if [ $((used + size)) -gt "$budget" ]; then left=$((left + 1)); continue; fi
+    cp "$f" "$OUT/carry/" && echo "$f" >> "$WORK/carry.sent" && used=$((used + size))
+  done
+  echo "carry: sent $((used / 1048576)) MiB this call; $left chunk(s) left$([ "$left" -gt 0 ] && echo ': call more')"
+}
+
 case "${1:-}" in
 start)
-  grid=${2:?give the grid file}
-  [ -f "$grid" ] || { echo "error: grid file '$grid' not found"; exit 2; }
-  rm -rf "$WORK/repo" && mkdir -p "$WORK/repo"
+  shift; carried=""; grids=()
+  for a in "$@"; do
+    if [ -d "$a" ]; then carried=$a
+    else
+      [ -f "${a%@*}" ] || { echo "error: grid file '${a%@*}' not found"; exit 2; }
+      grids+=("$a")
+    fi
+  done
+  [ ${#grids[@]} -gt 0 ] || { echo "error: give at least one grid file"; exit 2; }
+  rm -rf "$WORK/repo" "$WORK"/grid-*.log "$WORK/carry" "$WORK/carry.sent" && mkdir -p "$WORK/repo"
   tar cf - --exclude='./.[!.]*' . | (cd "$WORK/repo" && tar xf -)  # not the carried dot-folders (archive parts, wheels)
   if [ ! -f "$GREENLIB_DATA/.seeded" ]; then
     cp -r data/results/paper/. "$STORE/" 2>/dev/null
     touch "$GREENLIB_DATA/.seeded"
   fi
-  if [ -n "${3:-}" ]; then
-    python3 -m greenlib.scaleout.carry unpack "$3" "$STORE" || exit 3
+  if [ -n "$carried" ]; then
+    python3 -m greenlib.scaleout.carry unpack "$carried" "$STORE" || exit 3
   fi
   cd "$WORK/repo" || exit 1
+  runs=""; i=0
+  for g in "${grids[@]}"; do
+    i=$((i + 1)); file=${g%@*}; gpus=all; [ "$g" != "$file" ] && gpus=${g#*@}
+    runs+="{ python3 -m greenlib.scaleout.grid --profile paper --grid '$file' --executor local --gpus '$gpus' --log-dir '$WORK/gridlog-$i' > '$WORK/grid-$i.log' 2>&1; echo \"grid $i ($file on GPUs $gpus) rc=\$? \$(date +%T)\"; } &
+"
+  done
   setsid nohup bash -c "python3 -c 'from greenlib.data import load_dataset; print(load_dataset(\"cifar100\").description)'
     echo \"decoded \$(date +%T)\"
-    python3 -m greenlib.scaleout.grid --profile paper --grid '$grid' --executor local --gpus all --log-dir '$WORK/gridlog'
-    echo \"grid rc=\$? \$(date +%T)\"; echo \"all done \$(date +%T)\"" > "$WORK/grid.log" 2>&1 < /dev/null &
-  sleep "${WAIT:-45}"; grep -av "it/s\|s/it" "$WORK/grid.log" | tail -25
+    $runs wait; echo \"all done \$(date +%T)\"" > "$WORK/grid.log" 2>&1 < /dev/null &
+  echo $! > "$WORK/grid.pid"
+  sleep "${WAIT:-45}"; cat "$WORK/grid.log"; for f in "$WORK"/grid-*.log; do [ -f "$f" ] && grep -av "it/s\|s/it" "$f" | tail -8; done
   ;;
 collect)
   wait_s=${2:-540}; weights=${3:-}; t=0
   while [ "$t" -lt "$wait_s" ] && ! grep -q "all done" "$WORK/grid.log" 2>/dev/null; do sleep 10; t=$((t + 10)); done
   date +%T
-  grep -a "^start \|\] done\|failed\|blocked\|skipped\|cached\|grid rc\|rror" "$WORK/grid.log" | tail -30
+  cat "$WORK/grid.log"
+  for f in "$WORK"/grid-*.log; do echo "== $f"; grep -a "^start \|\] done\|failed\|blocked\|skipped\|cached\|rror" "$f" | tail -20; done
+  if [ -n "${FINAL:-}" ] && ! grep -q "all done" "$WORK/grid.log"; then
+    kill -TERM -- "-$(cat "$WORK/grid.pid")" 2>/dev/null; sleep 5; kill -KILL -- "-$(cat "$WORK/grid.pid")" 2>/dev/null
+    echo "stopped the grids $(date +%T)"
+  fi
   (cd "$GREENLIB_DATA/results" && find paper -type f -newer "$GREENLIB_DATA/.seeded" ! -name '*.pt' ! -name '*.ckpt') > "$WORK/new.txt"
   echo "$(wc -l < "$WORK/new.txt") new result files"
   tar czf "$OUT/paper.tar.gz" -C "$GREENLIB_DATA/results" -T "$WORK/new.txt"
-  cp "$WORK/grid.log" "$OUT/"; [ -d "$WORK/gridlog" ] && tar czf "$OUT/gridlog.tar.gz" -C "$WORK" gridlog
-  if ! grep -q "all done" "$WORK/grid.log" || [ -n "$weights" ]; then
-    # what one call brings back is at most 64 MiB: the results' tar and the log take a few
-    python3 -m greenlib.scaleout.carry pack "$STORE" "$OUT/carry" --max-mib "${CARRY_MAX_MIB:-56}" ${weights:+--weights "$weights"}
+  tar czf "$OUT/gridlogs.tar.gz" -C "$WORK" --exclude=repo --exclude=carry --exclude=new.txt .
+  if [ -n "${FINAL:-}" ]; then
+    rm -rf "$WORK/carry" "$WORK/carry.sent"
+    python3 -m greenlib.scaleout.carry pack "$STORE" "$WORK/carry" ${weights:+--weights "$weights"} && send_chunks
   fi
-  ls -la "$OUT"
+  ls -la "$OUT" "$OUT/carry" 2>/dev/null
+  ;;
+more)
+  [ -f "$WORK/carry/carry.json" ] || { echo "error: no carry packed in $WORK/carry (run FINAL=1 collect first)"; exit 2; }
+  send_chunks; ls -la "$OUT/carry"
   ;;
 *)
-  echo "usage: $0 start GRID.json [CARRIED_DIR] | collect [WAIT_S] [WEIGHTS_GLOB]"; exit 2 ;;
+  echo "usage: $0 start GRID.json[@GPUS] ... [CARRIED_DIR] | collect [WAIT_S] [WEIGHTS_GLOB] | more"; exit 2 ;;
 esac
