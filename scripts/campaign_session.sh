@@ -14,10 +14,13 @@
 #   grid per set of GPUs, so that a long run such as a NAS search is not queued behind shared runs),
 #   with setsid, so that they outlive the call.
 # collect: waits up to WAIT_S seconds (default 540) or until every grid has ended, then writes under
-#   $OUT the results that landed (paper.tar.gz: no *.pt/*.ckpt) and the grids' logs. With FINAL=1
+#   $OUT the results that landed (paper.tar.gz: no *.pt/*.ckpt) and the grids' logs; while a grid
+#   runs, also the carry that fits one call (the smallest run folders first, at most CARRY_MAX_MIB),
+#   in case the machine goes back before the last call (it does 30 s after a call). With FINAL=1
 #   (the session's last call) it stops the grids still running, packs the carry (every cut-off run
 #   holding a checkpoint, and the weights of the complete runs matching WEIGHTS_GLOB) into
-#   $WORK/carry and writes its first chunks, at most CARRY_MAX_MIB (56) MiB, under $OUT/carry;
+#   $WORK/carry (chunks of CARRY_CHUNK_MIB, 15) and writes its first chunks, at most CARRY_MAX_MIB
+#   (56) MiB, under $OUT/carry;
 #   `more` (the next calls, each within 30 s) writes the next ones until none is left.
 set -u
 : "${GREENLIB_DATA:?set GREENLIB_DATA (the store root on the machine, outside the checkout)}"
@@ -51,7 +54,8 @@ start)
   done
   [ ${#grids[@]} -gt 0 ] || { echo "error: give at least one grid file"; exit 2; }
   rm -rf "$WORK/repo" "$WORK"/grid-*.log "$WORK/carry" "$WORK/carry.sent" && mkdir -p "$WORK/repo"
-  tar cf - --exclude='./.[!.]*' . | (cd "$WORK/repo" && tar xf -)  # not the carried dot-folders (archive parts, wheels)
+  skip=(); for d in .[!.]*; do [ "$d" = .git ] || skip+=(--exclude="./$d"); done  # the carried dot-folders stay
+  tar cf - "${skip[@]}" . | (cd "$WORK/repo" && tar xf -)  # (archive parts, wheels); .git goes: records name the commit
   if [ ! -f "$GREENLIB_DATA/.seeded" ]; then
     cp -r data/results/paper/. "$STORE/" 2>/dev/null
     touch "$GREENLIB_DATA/.seeded"
@@ -63,6 +67,7 @@ start)
   runs=""; i=0
   for g in "${grids[@]}"; do
     i=$((i + 1)); file=${g%@*}; gpus=all; [ "$g" != "$file" ] && gpus=${g#*@}
+    [ "$gpus" != all ] && [ "${gpus#*,}" = "$gpus" ] && gpus="$gpus,"  # @3 is GPU 3 (the grid reads "3" as a count)
     runs+="{ python3 -m greenlib.scaleout.grid --profile paper --grid '$file' --executor local --gpus '$gpus' --log-dir '$WORK/gridlog-$i' > '$WORK/grid-$i.log' 2>&1; echo \"grid $i ($file on GPUs $gpus) rc=\$? \$(date +%T)\"; } &
 "
   done
@@ -74,6 +79,7 @@ start)
   ;;
 collect)
   wait_s=${2:-540}; weights=${3:-}; t=0
+  [ -f "$WORK/grid.log" ] || { echo "error: no grid was started on this machine ($WORK/grid.log is missing): the machine was replaced; carry the dataset and start again"; exit 3; }
   while [ "$t" -lt "$wait_s" ] && ! grep -q "all done" "$WORK/grid.log" 2>/dev/null; do sleep 10; t=$((t + 10)); done
   date +%T
   cat "$WORK/grid.log"
@@ -86,11 +92,15 @@ collect)
   echo "$(wc -l < "$WORK/new.txt") new result files"
   tar czf "$OUT/paper.tar.gz" -C "$GREENLIB_DATA/results" -T "$WORK/new.txt"
   tar czf "$OUT/gridlogs.tar.gz" -C "$WORK" --exclude=repo --exclude=carry --exclude=new.txt .
-  if [ -n "${FINAL:-}" ]; then
-    rm -rf "$WORK/carry" "$WORK/carry.sent"
-    python3 -m greenlib.scaleout.carry pack "$STORE" "$WORK/carry" ${weights:+--weights "$weights"} && send_chunks
+  rm -rf "$WORK/carry" "$WORK/carry.sent"
+  if [ -n "${FINAL:-}" ]; then  # everything, over this call and the next ('more')
+    python3 -m greenlib.scaleout.carry pack "$STORE" "$WORK/carry" --chunk-mib "${CARRY_CHUNK_MIB:-15}" \
+      ${weights:+--weights "$weights"} && send_chunks
+  elif ! grep -q "all done" "$WORK/grid.log"; then  # in case the machine goes back before the last call
+    python3 -m greenlib.scaleout.carry pack "$STORE" "$OUT/carry" --max-mib "${CARRY_MAX_MIB:-56}" ${weights:+--weights "$weights"}
   fi
-  ls -la "$OUT" "$OUT/carry" 2>/dev/null
+  ls -la "$OUT"; [ -d "$OUT/carry" ] && ls -la "$OUT/carry"
+  exit 0
   ;;
 more)
   [ -f "$WORK/carry/carry.json" ] || { echo "error: no carry packed in $WORK/carry (run FINAL=1 collect first)"; exit 2; }

@@ -1,0 +1,140 @@
+"""scripts/campaign_session.sh, the paper campaign's session driver, with a stand-in for the grid.
+
+The stand-in ``python3`` first on PATH records the grid's arguments and writes an interrupted run
+(a checkpoint of random bytes) into the store, then sleeps; every other use goes to this Python,
+so the carry is the real :mod:`greenlib.scaleout.carry`."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from greenlib.paths import REPO_ROOT
+from greenlib.scaleout import carry
+
+SCRIPT = REPO_ROOT / "scripts" / "campaign_session.sh"
+
+FAKE_PYTHON = """#!/usr/bin/env bash
+if [ "$1" = -m ] && [ "$2" = greenlib.scaleout.grid ]; then
+  echo "$*" >> "$WORK/fake-args"
+  run="$GREENLIB_DATA/results/paper/run-$$"
+  mkdir -p "$run/stages"
+  echo '{"kind": "baseline"}' > "$run/config.json"
+  echo '{"name": "train"}' > "$run/stages/train.json"
+  head -c $((3 * 1048576)) /dev/urandom > "$run/checkpoint.pt"
+  echo "start   fake run on a GPU"
+  sleep "${FAKE_S:-0}"
+  echo '{"acc": 0.5}' > "$run/metrics.json"
+  echo "[1/1] done    fake run"
+  exit 0
+fi
+if [ "$1" = -c ]; then echo "decoded (stand-in)"; exit 0; fi
+exec "$REAL_PYTHON" "$@"
+"""
+
+
+@pytest.fixture
+def session(tmp_path):
+    """A checkout (a grid file, a committed store, .git and a carried dot-folder) and the machine's env."""
+    checkout = tmp_path / "checkout"
+    (checkout / "data" / "results" / "paper" / "committed-run").mkdir(parents=True)
+    (checkout / "data" / "results" / "paper" / "committed-run" / "result.json").write_text("{}")
+    (checkout / "grid.json").write_text("[]")
+    (checkout / ".git").mkdir()
+    (checkout / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (checkout / ".pa1").mkdir()
+    (checkout / ".pa1" / "c100.part.aa").write_bytes(b"archive part")
+    shutil.copytree(REPO_ROOT / "greenlib", checkout / "greenlib", ignore=shutil.ignore_patterns("__pycache__"))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "python3"
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "REAL_PYTHON": sys.executable,
+           "GREENLIB_DATA": str(tmp_path / "machine" / "greenlib"), "WORK": str(tmp_path / "machine" / "campaign"),
+           "PYTHONPATH": str(checkout), "WAIT": "2"}
+    return checkout, env, tmp_path
+
+
+def _call(checkout, env, out: Path, *args, **extra):
+    out.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(["bash", str(SCRIPT), *args], cwd=checkout, env={**env, "OUT": str(out), **extra},
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_start_gives_each_grid_its_gpus_as_ordinals_keeps_git_and_collect_returns_results(session):
+    checkout, env, tmp = session
+    r = _call(checkout, env, tmp / "out0", "start", "grid.json@3", "grid.json@0,1", FAKE_S="0")
+    assert r.returncode == 0, r.stdout + r.stderr
+    work = Path(env["WORK"])
+    args = sorted((work / "fake-args").read_text().splitlines())
+    assert len(args) == 2
+    assert "--gpus 0,1 " in args[0] and "--gpus 3, " in args[1]  # "3" alone would be a count of GPUs
+    assert (work / "repo" / ".git" / "HEAD").is_file() and not (work / "repo" / ".pa1").exists()
+    assert (Path(env["GREENLIB_DATA"]) / "results" / "paper" / "committed-run" / "result.json").is_file()
+
+    r = _call(checkout, env, tmp / "out1", "collect", "30")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "all done" in r.stdout and r.stdout.count("] done    fake run") == 2
+    with tarfile.open(tmp / "out1" / "paper.tar.gz") as tar:
+        names = tar.getnames()
+    assert sum(n.endswith("/metrics.json") for n in names) == 2
+    assert not any(n.endswith(".pt") or "committed-run" in n for n in names)
+    assert not (tmp / "out1" / "carry").exists()  # the grids ended: nothing to carry
+
+
+def test_collect_on_a_replaced_machine_stops_at_once(session):
+    checkout, env, tmp = session
+    t0 = time.monotonic()
+    r = _call(checkout, env, tmp / "out", "collect", "300")
+    assert r.returncode == 3 and time.monotonic() - t0 < 30
+    assert r.stdout.strip().count("\n") == 0 and "no grid was started on this machine" in r.stdout
+
+
+def test_the_last_call_stops_the_grids_and_the_carry_travels_over_several_calls(session):
+    checkout, env, tmp = session
+    assert _call(checkout, env, tmp / "out0", "start", "grid.json@0", "grid.json@1", FAKE_S="120").returncode == 0
+    pgid = int((Path(env["WORK"]) / "grid.pid").read_text())
+    # a call while the grids run: the carry that fits (here 4 MiB: one of the two 3 MiB runs)
+    r = _call(checkout, env, tmp / "mid", "collect", "0", CARRY_MAX_MIB="4")
+    assert r.returncode == 0, r.stdout + r.stderr
+    mid = json.loads((tmp / "mid" / "carry" / "carry.json").read_text())
+    assert len(mid["left_out"]) == 1 and len({f.split("/")[0] for f in mid["files"]}) == 1
+
+    r = _call(checkout, env, tmp / "c0", "collect", "0", FINAL="1", CARRY_CHUNK_MIB="1", CARRY_MAX_MIB="2")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "stopped the grids" in r.stdout
+    time.sleep(1)
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pgid, signal.SIG_DFL)  # no process of the grids is left
+    outs, calls = [tmp / "c0"], 1
+    while "0 chunk(s) left" not in r.stdout:
+        out = tmp / f"c{calls}"
+        r = _call(checkout, env, out, "more", CARRY_MAX_MIB="2")
+        assert r.returncode == 0, r.stdout + r.stderr
+        outs.append(out)
+        calls += 1
+        assert calls < 10
+    assert calls >= 3  # 6 MiB of checkpoints in 1 MiB chunks, 2 MiB a call
+    assert all(sum(f.stat().st_size for f in (o / "carry").iterdir()) <= 2 * 2**20 + 4096 for o in outs)
+
+    # the next machine: every call's chunks in one folder restore both runs
+    joined = tmp / "joined"
+    joined.mkdir()
+    for o in outs:
+        for f in (o / "carry").iterdir():
+            shutil.copy(f, joined / f.name)
+    written = carry.unpack(joined, tmp / "next-store")
+    store = Path(env["GREENLIB_DATA"]) / "results" / "paper"
+    ckpts = sorted(p.relative_to(store) for p in store.glob("*/checkpoint.pt"))
+    assert len(ckpts) == 2 and sorted(w for w in written if w.endswith(".pt")) == [c.as_posix() for c in ckpts]
+    for c in ckpts:
+        assert (tmp / "next-store" / c).read_bytes() == (store / c).read_bytes()
