@@ -215,6 +215,15 @@ def run_baseline(ctx: Context, model_name: str, seed: int, progress: bool = True
                                  "dataset_description": ctx.dataset.description})
 
 
+def baseline_weights(ctx: Context, model_name: str, seed: int, progress: bool = True) -> dict[str, Any]:
+    """The stored baseline run's result, its weights (``model.pt``) trained again first where they are
+    gone (:func:`stored_model`; the measurement is kept): a grid's one job for a base model whose
+    weights several cells start from, so that they do not each train it again."""
+    res = run_baseline(ctx, model_name, seed, progress=progress)
+    stored_model(ctx, res, model_name, seed, baseline_train_config(ctx.cfg), progress=progress)
+    return res
+
+
 def base_baseline_config(ctx: Context, model_name: str, seed: int, epochs: int | None = None) -> Resolved:
     """The baselines parameters of the base run a family starts from (see :func:`base_model`).
 

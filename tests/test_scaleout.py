@@ -249,12 +249,15 @@ def _fake_grid(monkeypatch, polls, fails=()):
                                 "----------------------\n") if self.cell.label in fails else None
 
         def result(self):
-            return {"run_id": "r", "status": "done"}
+            return {"run_id": "r", "status": "weights" if self.weights_only else "done"}
 
-    def submit(executor, slot, cell, store_root, timeout_min):
+    def submit(executor, slot, cell, store_root, timeout_min, weights_only=False):
         assert slot.name not in busy, f"{slot.name} got a second job"
         busy[slot.name] = cell.label
-        return Job(cell, slot)
+        job = Job(cell, slot)
+        job.weights_only = weights_only
+        events[-1] += (weights_only,)
+        return job
 
     monkeypatch.setattr(grid, "_submit_local", submit)
     monkeypatch.setattr(grid, "_local_executor", lambda folder: None)
@@ -290,6 +293,51 @@ def test_a_cell_starts_when_its_own_shared_run_is_done_not_the_whole_first_wave(
     assert order.index(("start", "pruning vgg8 fpgm seed=0")) < slow_end
     assert order.index(("start", "pruning resnet8 l1 seed=0")) > slow_end
     assert order.index(("start", "pruning resnet8 fpgm seed=0")) > slow_end
+
+
+def test_a_shared_run_whose_weights_are_gone_is_trained_once_for_them_before_its_cells(tmp_path, monkeypatch):
+    # a new machine: the resnet8 base run is complete in the committed store, its weights are not
+    entries = [("pruning", {"models": ["resnet8", "vgg8"], "pruners": ["l1", "fpgm"]})]
+    base = grid.make_plan(entries, "smoke", tmp_path / "s").waves[0][0]
+    assert base.label == "baseline resnet8 seed=0"
+    run = ResultsStore(tmp_path / "s").open({**cellmod.selector(base), "hardware": "cpu"})  # smoke runs on the CPU
+    run.finish({"acc": 0.5}, {})
+    plan = grid.make_plan(entries, "smoke", tmp_path / "s", hardware=["H"])
+    assert plan.regenerate == [base] and base in plan.to_run()
+    assert "complete (" + run.id + "), weights gone: trained again first" in plan.describe()
+
+    events = _fake_grid(monkeypatch, {"baseline resnet8 seed=0": 3})
+    report = grid.run_grid(entries, "smoke", gpus=2, store_root=tmp_path / "s", log_dir=tmp_path / "l", poll_s=0.0,
+                           log=lambda s: None)
+    assert {o.cell.label: o.status for o in report.outcomes}["baseline resnet8 seed=0"] == "weights"
+    starts = [e for e in events if e[0] == "start"]
+    assert ("start", "baseline resnet8 seed=0", "gpu0", True) in starts  # one weights job ...
+    assert [e[1] for e in starts].count("baseline resnet8 seed=0") == 1
+    assert not any(e[3] for e in starts if e[1] != "baseline resnet8 seed=0")  # ... the untrained vgg8 base trains
+    order = [(e[0], e[1]) for e in events]
+    weights_end = order.index(("end", "baseline resnet8 seed=0"))
+    assert order.index(("start", "pruning resnet8 l1 seed=0")) > weights_end  # its cells start after it
+    assert order.index(("start", "pruning resnet8 fpgm seed=0")) > weights_end
+
+    (run.folder / "model.pt").write_bytes(b"weights")  # weights there: nothing to regenerate, the base is skipped
+    assert grid.make_plan(entries, "smoke", tmp_path / "s", hardware=["H"]).regenerate == []
+
+
+@pytest.mark.parametrize("entry", [("baselines", TINY),
+                                   ("distillation", {"train_size": 64, "test_size": 32, "teacher_epochs": 1})])
+def test_a_weights_job_trains_the_run_again_for_its_weights_and_keeps_its_measurement(tmp_path, entry):
+    base = grid.make_plan([entry], "smoke", tmp_path).cells[0]  # a base model; a teacher (the shared run first)
+    assert cellmod.KINDS[base.kind].weights
+    out = grid.run_cell(base, str(tmp_path), progress=False)
+    weights, result = tmp_path / out["run_id"] / "model.pt", tmp_path / out["run_id"] / "result.json"
+    stored = result.read_bytes()
+    weights.unlink()
+    with pytest.warns(UserWarning, match="no stored weights; regenerating them"):
+        again = grid.run_cell(base, str(tmp_path), progress=False, weights_only=True)
+    assert again["status"] == "weights" and again["run_id"] == out["run_id"]
+    assert weights.is_file() and result.read_bytes() == stored  # the measurement is the stored one
+    state = torch.load(weights, weights_only=True)
+    assert state and all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
 
 
 # -- executors ---------------------------------------------------------------------------------------

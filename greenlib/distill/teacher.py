@@ -91,3 +91,9 @@ def teacher_model(ctx: Context, model: str, seed: int, progress: bool = True) ->
     net = experiments.stored_model(ctx, res, model, seed, teacher_train_config(ctx.cfg, model),
                                    batch_size=TEACHER_BATCH_SIZE, progress=progress)
     return net, res
+
+
+def teacher_weights(ctx: Context, model: str, seed: int, progress: bool = True) -> dict[str, Any]:
+    """The stored teacher run's result, its weights trained again first where they are gone (a grid's
+    one job for a teacher several students need; see :func:`greenlib.experiments.baseline_weights`)."""
+    return teacher_model(ctx, model, seed, progress=progress)[1]

@@ -74,9 +74,10 @@ class CellKind:
     label: Callable[[tuple], str]
     requires: Callable[[Resolved, tuple], list[Cell]] = field(default=lambda cfg, args: [])
     stages: Callable[[Resolved, tuple], list[tuple[str, str, int]]] = field(default=lambda cfg, args: [])
+    weights: str | None = None  # "module:name" that regenerates a complete run's gone weights (model.pt)
 
-    def load_function(self) -> Callable[..., dict[str, Any]]:
-        module, name = self.function.split(":")
+    def load_function(self, weights: bool = False) -> Callable[..., dict[str, Any]]:
+        module, name = (self.weights if weights else self.function).split(":")
         return getattr(importlib.import_module(module), name)
 
 
@@ -188,7 +189,8 @@ KINDS: dict[str, CellKind] = {
     "baselines": CellKind(
         "baselines", lambda cfg: [(m, s) for m in cfg.models for s in cfg.seeds],
         "greenlib.experiments:run_baseline", _baseline_selector,
-        lambda a: f"baseline {a[0]} seed={a[1]}", stages=lambda cfg, a: [("train", a[0], cfg.epochs)]),
+        lambda a: f"baseline {a[0]} seed={a[1]}", stages=lambda cfg, a: [("train", a[0], cfg.epochs)],
+        weights="greenlib.experiments:baseline_weights"),
     "pruning": CellKind(
         "pruning", lambda cfg: [(m, p, s) for m in cfg.models for p in cfg.pruners for s in cfg.seeds],
         "greenlib.prune.run:run_pruning", _pruning_selector,
@@ -213,7 +215,8 @@ KINDS: dict[str, CellKind] = {
     "teacher": CellKind(
         "distillation", lambda cfg: [], "greenlib.distill.teacher:run_teacher", _teacher_selector,
         lambda a: f"teacher {a[0]} seed={a[1]}",
-        stages=lambda cfg, a: [("train", a[0], cfg.teacher_epochs)]),
+        stages=lambda cfg, a: [("train", a[0], cfg.teacher_epochs)],
+        weights="greenlib.distill.teacher:teacher_weights"),
     "student_iec": CellKind(
         "distillation", lambda cfg: [], "greenlib.distill.run:student_iec", _iec_selector,
         lambda a: f"iec {a[0]} seed={a[1]}"),

@@ -27,8 +27,11 @@ Executors (submitit's; no scheduler of our own):
 
 Results go to the results store only (one folder per run, written atomically). A cell whose run is
 complete there is skipped; a killed grid, run again, skips what finished and resumes the runs it
-interrupted from their checkpoints. A failing cell is reported with its parameters and the others
-go on; cells that needed a failed shared run are reported as blocked. Logs and a ``report.json``
+interrupted from their checkpoints. Weights are not committed, so a shared run complete in the
+store may have none on a new machine: where a cell to run starts from it, one job trains it again
+for its weights (the stored measurement is kept) before those cells start, instead of each cell
+training it. A failing cell is reported with its parameters and the others go on; cells that
+needed a failed shared run are reported as blocked. Logs and a ``report.json``
 go to ``--log-dir`` (default ``data/cache/grid/<UTC time>/``).
 """
 from __future__ import annotations
@@ -53,6 +56,7 @@ from .cells import KINDS, SECTIONS, Cell, expand, requires, selector
 
 EXECUTORS: tuple[str, ...] = ("local", "slurm")
 DEFAULT_TIMEOUT_MIN = 3 * 24 * 60  # a job's wall-time limit (submitit's local default is 2 min)
+WEIGHTS_FILE = "model.pt"  # a run's weights in its folder (experiments.stored_model)
 
 
 class GridError(ValueError):
@@ -67,7 +71,10 @@ class Plan:
 
     ``done`` maps the cells already complete in the store to their run id (checked on
     ``hardware``; with no hardware known, nothing is checked here and each job is a cache hit).
-    ``needs`` maps a cell to the shared cells it waits for.
+    ``needs`` maps a cell to the shared cells it waits for. ``regenerate``: the shared runs complete
+    in the store whose weights are gone (weights are not committed) while a cell to run starts from
+    them; one job each trains them again for their weights (the measurement is kept) before those
+    cells start, so that the cells do not each train them.
     """
 
     waves: list[list[Cell]]
@@ -75,18 +82,20 @@ class Plan:
     needs: dict[Cell, list[Cell]]
     hardware: list[str] | None
     store_root: Path
+    regenerate: list[Cell] = field(default_factory=list)
 
     @property
     def cells(self) -> list[Cell]:
         return [c for wave in self.waves for c in wave]
 
     def to_run(self) -> list[Cell]:
-        return [c for c in self.cells if c not in self.done]
+        return [c for c in self.cells if c not in self.done or c in self.regenerate]
 
     def describe(self) -> str:
         hw = ", ".join(self.hardware) if self.hardware else "unknown here (each job checks the store itself)"
+        again = f", {len(self.regenerate)} of them for their weights" if self.regenerate else ""
         lines = [f"grid: {len(self.cells)} runs ({len(self.done)} complete in {self.store_root}, "
-                 f"{len(self.to_run())} to run); hardware checked: {hw}"]
+                 f"{len(self.to_run())} to run{again}); hardware checked: {hw}"]
         names = ("shared runs first", "cells")
         for i, wave in enumerate(self.waves):
             if not wave:
@@ -94,6 +103,8 @@ class Plan:
             lines.append(f"wave {i + 1} ({names[i]}): {len(wave)}")
             for c in wave:
                 state = f"complete ({self.done[c]})" if c in self.done else "to run"
+                if c in self.regenerate:
+                    state += ", weights gone: trained again first"
                 lines.append(f"  {c.label:<48} {state}")
         return "\n".join(lines)
 
@@ -128,7 +139,10 @@ def make_plan(entries: Sequence[tuple[str, Mapping[str, Any]]], profile: str, st
     store_root = Path(store_root)
     hardware = sorted(set(hardware)) if hardware else None
     done = _complete_in_store(first + second, store_root, hardware) if hardware else {}
-    return Plan([first, second], done, needs, hardware, store_root)
+    regenerate = [c for c in first if c in done and KINDS[c.kind].weights
+                  and not (store_root / done[c] / WEIGHTS_FILE).exists()
+                  and any(c in needs[d] for d in second if d not in done)]
+    return Plan([first, second], done, needs, hardware, store_root, regenerate)
 
 
 def _complete_in_store(cells: Sequence[Cell], root: Path, hardware: Sequence[str]) -> dict[Cell, str]:
@@ -148,10 +162,11 @@ def _complete_in_store(cells: Sequence[Cell], root: Path, hardware: Sequence[str
 
 # -- the job -----------------------------------------------------------------------------------
 
-def run_cell(cell: Cell, store_root: str, progress: bool = True) -> dict[str, Any]:
+def run_cell(cell: Cell, store_root: str, progress: bool = True, weights_only: bool = False) -> dict[str, Any]:
     """Run one cell in this process (what a grid job does): prepare the notebook's context on the
     GPU this job sees, call the family function through a :class:`LockingStore`, return what the
-    driver reports. Raises what the family function raises."""
+    driver reports. ``weights_only``: the cell's run is complete and its weights are gone; its kind's
+    ``weights`` function trains them again (status ``weights``). Raises what the function raises."""
     from .. import experiments
     from ..results import LockingStore
 
@@ -161,14 +176,17 @@ def run_cell(cell: Cell, store_root: str, progress: bool = True) -> dict[str, An
     store = LockingStore(store_root)
     ctx.store = store
     ctx.environment = ctx.environment | {"launcher": launcher_info()}
-    fn = KINDS[cell.kind].load_function()
+    fn = KINDS[cell.kind].load_function(weights=weights_only)
     try:
         res = fn(ctx, *cell.args, progress=progress)
     finally:
         store.release_all()
     rid = res["run_id"]
     finished = (store.root / rid / "result.json").stat().st_mtime
-    return {"run_id": rid, "status": "cached" if finished < t0 else "done", "hardware": res["config"].get("hardware"),
+    if weights_only and not (store.root / rid / WEIGHTS_FILE).exists():
+        raise GridError(f"{cell.label}: no {WEIGHTS_FILE} in {store.root / rid} after regenerating its weights")
+    status = "weights" if weights_only else "cached" if finished < t0 else "done"
+    return {"run_id": rid, "status": status, "hardware": res["config"].get("hardware"),
             "host": socket.gethostname(), "pid": os.getpid(),
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "started_at": t0, "ended_at": time.time()}
 
@@ -186,8 +204,9 @@ def launcher_info() -> dict[str, Any]:
 @dataclass
 class Outcome:
     """What became of one cell: ``skipped`` (complete before), ``done``, ``cached`` (the job found
-    it complete), ``failed`` (``error``: the exception's last line; ``log``: the job's stderr) or
-    ``blocked`` (a shared run it needs failed)."""
+    it complete), ``weights`` (complete before, its gone weights trained again), ``failed``
+    (``error``: the exception's last line; ``log``: the job's stderr) or ``blocked`` (a shared run
+    it needs failed)."""
 
     cell: Cell
     status: str
@@ -352,7 +371,7 @@ def _local_executor(folder: Path):
     return submitit.LocalExecutor(folder=str(folder / "%j"))
 
 
-def _submit_local(executor, slot: Slot, cell: Cell, store_root: Path, timeout_min: float):
+def _submit_local(executor, slot: Slot, cell: Cell, store_root: Path, timeout_min: float, weights_only: bool = False):
     if slot.gpu is None:
         executor.update_parameters(timeout_min=timeout_min, gpus_per_node=0, visible_gpus=())
         env = {"OMP_NUM_THREADS": str(slot.threads)}
@@ -360,20 +379,21 @@ def _submit_local(executor, slot: Slot, cell: Cell, store_root: Path, timeout_mi
         executor.update_parameters(timeout_min=timeout_min, gpus_per_node=1, visible_gpus=(slot.gpu,))
         env = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID"}  # the job's CUDA index is then NVML's (the tracer's)
     with _job_env(PYTHONPATH=_pythonpath(), **env):
-        return executor.submit(run_cell, cell, str(store_root))
+        return executor.submit(run_cell, cell, str(store_root), True, weights_only)  # (progress, weights_only)
 
 
 def _dispatch_local(cells: Sequence[Cell], slots: Sequence[Slot], executor, store_root: Path, timeout_min: float,
                     log: Callable[[str], None], poll_s: float, on_outcome: Callable[[Outcome], None],
                     needs: Mapping[Cell, Sequence[Cell]] | None = None,
-                    outcomes: Mapping[Cell, Outcome] | None = None) -> None:
+                    outcomes: Mapping[Cell, Outcome] | None = None, weights_only: Sequence[Cell] = ()) -> None:
     """One job per free slot until every cell has run; a slot never runs two jobs at once.
 
     A free slot takes the first cell in ``cells`` order whose ``needs`` (the shared runs it waits
     for) have all finished well in ``outcomes`` (the driver's record, which ``on_outcome`` fills), so
     a cell starts as soon as its own base model or teacher is done, not when the whole first wave
     is; a cell whose need failed is reported ``blocked`` and never submitted. A need that is neither
-    among ``cells`` nor in ``outcomes`` does not hold a cell back."""
+    among ``cells`` nor in ``outcomes`` does not hold a cell back. The cells in ``weights_only`` run
+    as weights jobs (:func:`run_cell`)."""
     needs = needs or {}
     outcomes = outcomes if outcomes is not None else {}
     pending = list(cells)
@@ -396,9 +416,13 @@ def _dispatch_local(cells: Sequence[Cell], slots: Sequence[Slot], executor, stor
                 if cell is None:
                     break
                 pending.remove(cell)
-                job = _submit_local(executor, slot, cell, store_root, timeout_min)
+                if cell in weights_only:
+                    job = _submit_local(executor, slot, cell, store_root, timeout_min, weights_only=True)
+                else:
+                    job = _submit_local(executor, slot, cell, store_root, timeout_min)
                 running[slot.name] = (cell, job, time.time(), slot)
-                log(f"start   {cell.label} on {slot.name} (job {job.job_id})")
+                log(f"start   {cell.label}{' (its weights)' if cell in weights_only else ''} on {slot.name} "
+                    f"(job {job.job_id})")
             for name, (cell, job, t0, slot) in list(running.items()):
                 if job.done():
                     del running[name]
@@ -483,10 +507,12 @@ def _slurm_executor(folder: Path, timeout_min: float, partition: str | None, max
 
 
 def _dispatch_array(cells: Sequence[Cell], executor, store_root: Path, log: Callable[[str], None], poll_s: float,
-                    on_outcome: Callable[[Outcome], None]) -> None:
+                    on_outcome: Callable[[Outcome], None], weights_only: Sequence[Cell] = ()) -> None:
     """The wave as one job array (Slurm places each task on a GPU); wait for all of it."""
+    n = len(cells)
     with _job_env(PYTHONPATH=_pythonpath()):
-        jobs = executor.map_array(run_cell, list(cells), [str(store_root)] * len(cells))
+        jobs = executor.map_array(run_cell, list(cells), [str(store_root)] * n, [True] * n,
+                                  [c in weights_only for c in cells])
     log(f"submitted {len(jobs)} job(s): array {jobs[0].job_id.split('_')[0] if jobs else '-'}")
     t0 = time.time()
     waiting = dict(zip(range(len(jobs)), zip(cells, jobs)))
@@ -544,11 +570,13 @@ def run_grid(entries: Sequence[tuple[str, Mapping[str, Any]]], profile: str, *, 
                if o.status == "failed" else ""))
 
     for c, rid in plan.done.items():
-        record(Outcome(c, "skipped", run_id=rid))
+        if c not in plan.regenerate:
+            record(Outcome(c, "skipped", run_id=rid))
     if executor == "local":  # one queue, shared runs first; each cell starts once its own needs are done
         todo = [c for c in plan.cells if c not in outcomes]
         if todo:
-            _dispatch_local(todo, slots, ex, store_root, timeout_min, log, poll_s, record, plan.needs, outcomes)
+            _dispatch_local(todo, slots, ex, store_root, timeout_min, log, poll_s, record, plan.needs, outcomes,
+                            plan.regenerate)
     else:  # Slurm: one job array per wave
         for wave in plan.waves:
             todo = []
@@ -560,7 +588,7 @@ def run_grid(entries: Sequence[tuple[str, Mapping[str, Any]]], profile: str, *, 
                 else:
                     todo.append(c)
             if todo:
-                _dispatch_array(todo, ex, store_root, log, poll_s, record)
+                _dispatch_array(todo, ex, store_root, log, poll_s, record, plan.regenerate)
     report = Report([outcomes[c] for c in plan.cells], time.time() - t_start, plan)
     atomic_write_json(log_dir / "report.json", report.to_dict())
     return report
