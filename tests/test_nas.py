@@ -325,3 +325,44 @@ def test_a_run_searched_on_the_jpeg_copy_is_found_where_the_copy_is_not(tmp_path
     assert list(df["search_dataset"]) == ["cifar10-jpeg"]
     assert nas.stored_nas(_tiny_cfg(dataset="cifar100", data_root=str(tmp_path), search_classes=[100],
                                     strategies=["darts"])).empty  # 100 classes: not this run
+
+
+def test_proxyless_architecture_gradient_is_nnis_in_tensor_form():
+    # greenlib.nas puts a vectorised backward in place of NNI's double loop of scalar operations:
+    # the same gradient of the path weights, and the same pass-through gradient, on every path sampled
+    from nni.nas.oneshot.pytorch.supermodule.proxyless import _ProxylessFunction
+
+    from greenlib.nas.backend import _proxyless_backward, import_nni
+
+    import_nni()
+    assert _ProxylessFunction.backward is _proxyless_backward and _ProxylessFunction.nni_backward is not None
+    torch.manual_seed(0)
+    paths = [torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Conv2d(3, 4, 1), torch.nn.Conv2d(3, 4, 5, padding=2),
+             torch.nn.Sequential(torch.nn.AvgPool2d(3, 1, 1), torch.nn.Conv2d(3, 4, 1))]
+    alpha = torch.nn.Parameter(torch.randn(4))
+    x, target = torch.randn(2, 3, 8, 8), torch.randn(2, 4, 8, 8)
+
+    def forward_path(k, inp):
+        return paths[k](inp)
+
+    def grads(backward, index):  # what NNI's ProxylessMixedLayer.forward does with the path sampled
+        _ProxylessFunction.backward = staticmethod(backward)
+        alpha.grad = None
+        xi = x.clone().requires_grad_()
+        out = _ProxylessFunction.apply(forward_path, index, 1, torch.nn.Softmax(-1), alpha, xi, forward_path(index, xi))
+        ((out - target) ** 2).mean().backward()
+        return alpha.grad.clone(), xi.grad.clone()
+
+    try:
+        for index in range(4):
+            ours, nnis = grads(_proxyless_backward, index), grads(_ProxylessFunction.nni_backward, index)
+            assert ours[0].abs().sum() > 0
+            torch.testing.assert_close(ours[0], nnis[0], rtol=1e-5, atol=1e-8)
+            assert torch.equal(ours[1], nnis[1])
+    finally:
+        _ProxylessFunction.backward = staticmethod(_proxyless_backward)
+
+
+def test_a_proxyless_search_records_which_architecture_gradient_it_ran(runs):
+    assert runs["proxyless"]["stages"]["search"]["arch_gradient"] == "vectorised"
+    assert "arch_gradient" not in runs["darts"]["stages"]["search"]  # DARTS' gradient is NNI's, unchanged
