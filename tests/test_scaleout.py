@@ -209,7 +209,7 @@ def test_one_job_per_slot_at_a_time_and_a_failure_stops_nothing(monkeypatch):
     cells = grid.make_plan([("baselines", {**TINY, "seeds": list(range(7))})], "smoke", "/nonexistent").cells
     events, busy, outcomes = [], {}, []
 
-    def submit(executor, slot, cell, store_root, timeout_min):
+    def submit(executor, slot, cell, store_root, timeout_min, weights_only=False):
         assert slot.name not in busy, f"{slot.name} got a second job"
         busy[slot.name] = cell
         return _FakeJob(cell, slot, polls=cell.args[1] % 3, fail=cell.args[1] == 2, log=events)

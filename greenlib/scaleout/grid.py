@@ -416,13 +416,10 @@ def _dispatch_local(cells: Sequence[Cell], slots: Sequence[Slot], executor, stor
                 if cell is None:
                     break
                 pending.remove(cell)
-                if cell in weights_only:
-                    job = _submit_local(executor, slot, cell, store_root, timeout_min, weights_only=True)
-                else:
-                    job = _submit_local(executor, slot, cell, store_root, timeout_min)
+                weights = cell in weights_only
+                job = _submit_local(executor, slot, cell, store_root, timeout_min, weights_only=weights)
                 running[slot.name] = (cell, job, time.time(), slot)
-                log(f"start   {cell.label}{' (its weights)' if cell in weights_only else ''} on {slot.name} "
-                    f"(job {job.job_id})")
+                log(f"start   {cell.label}{' (its weights)' if weights else ''} on {slot.name} (job {job.job_id})")
             for name, (cell, job, t0, slot) in list(running.items()):
                 if job.done():
                     del running[name]
