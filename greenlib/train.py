@@ -322,10 +322,12 @@ class Trainer:
         """
         from tqdm import tqdm  # plain text: readable in executed notebooks without ipywidgets
 
-        self._load()
-        self._stage = stage
+        # on the device first: loading the optimizer puts each momentum buffer where its parameter
+        # is then, and a buffer left on the CPU fails the first step of a resumed GPU run
         self.model.to(self.device).train()
         self.extra.to(self.device).train()
+        self._load()
+        self._stage = stage
         step = self._graphed_step if self.graphed else self._counted_eager_step
         start = len(self.history)
         self._saved_at = time.monotonic()

@@ -39,12 +39,15 @@ def test_graphed_and_eager_training_reach_the_same_weights():
     assert summary["energy_j"] >= 0 and summary["energy_source"] in ("counter", "nvml", "smi")
 
 
+@pytest.mark.parametrize("built_on", ["cuda", "cpu"])
 @pytest.mark.parametrize("graph", [False, True])
-def test_an_interrupted_cuda_run_resumes_to_the_same_weights(tmp_path, graph):
+def test_an_interrupted_cuda_run_resumes_to_the_same_weights(tmp_path, graph, built_on):
     # the checkpoint holds CPU RNG state beside CUDA tensors: loading it onto the GPU must keep the
     # RNG state on the CPU (it once failed with "RNG state must be a torch.ByteTensor"); a graphed
     # run's lr is a device tensor, which loading the optimizer once replaced by a CPU one (the capture
-    # of the resumed run then failed: "found at least two devices, cuda:0 and cpu")
+    # of the resumed run then failed: "found at least two devices, cuda:0 and cpu"); and a model
+    # built on the CPU, as the experiments build theirs, once got its momentum buffers loaded onto
+    # the CPU, before the trainer moved the model (the paper's ResNet56 teacher failed so)
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     g = torch.Generator(device="cuda").manual_seed(2)
     x = torch.randn(4 * 32, 3, 32, 32, device="cuda", generator=g, dtype=torch.float64)
@@ -54,7 +57,7 @@ def test_an_interrupted_cuda_run_resumes_to_the_same_weights(tmp_path, graph):
 
     def trainer(epochs_cfg, path):
         torch.manual_seed(0)
-        model = build_model("resnet8").cuda().double()
+        model = build_model("resnet8").to(built_on).double()
         return model, Trainer(model, batches, epochs_cfg, "cuda", checkpoint=path)
 
     whole, t_whole = trainer(cfg, tmp_path / "whole.pt")
