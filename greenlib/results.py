@@ -3,7 +3,9 @@
 Layout of ``<root>/<run_id>/`` (``root`` is usually ``paths.results_dir(profile)``)::
 
     config.json        the run's final parameters (what the id hashes)
-    environment.json   GPU model, driver, torch, git commit and dirty flag, dataset, date
+    environment.json   GPU model, driver, torch, git commit and dirty flag, dataset, date; a run
+                       resumed from its checkpoint keeps the environments it ran in before under
+                       ``earlier_environments`` (oldest first)
     stages/<name>.json one traced stage's summary (greenlib.tracer.WindowSummary.to_dict())
     traces/<name>.csv.gz  that stage's sample series
     metrics.json       accuracy, IEC, params, FLOPs, ... (written by finish())
@@ -157,7 +159,11 @@ class ResultsStore:
                           stacklevel=2)
             force = True
         if environment is not None and (force or problem):
-            atomic_write_json(folder / "environment.json", dict(environment))
+            env = dict(environment)
+            earlier = _read_json(folder / "environment.json")
+            if not force and earlier:  # a resume, maybe on another machine: its earlier ones stay named
+                env["earlier_environments"] = [*earlier.pop("earlier_environments", []), earlier]
+            atomic_write_json(folder / "environment.json", env)
         if force:
             for name in ("result.json", "metrics.json"):  # result.json first: never metrics-less
                 (folder / name).unlink(missing_ok=True)

@@ -43,6 +43,23 @@ def test_force_discards_the_result_but_a_new_run_is_incomplete(tmp_path):
     assert not store.open({**CFG, "seed": 9}).complete
 
 
+def test_a_run_resumed_on_other_machines_keeps_every_environment_it_ran_in(tmp_path):
+    # the paper's ResNet56 teacher ran its epochs on three machines: its record names all three
+    store = ResultsStore(tmp_path)
+    machines = [{"hostname": h, "gpu_model": "H200", "date_utc": d} for h, d in (("a", "t0"), ("b", "t1"), ("c", "t2"))]
+    run = store.open(CFG, environment=machines[0])
+    run.save_stage("base_training", STAGE)  # then cut off: no result
+    store.open(CFG, environment=machines[1])
+    run = store.open(CFG, environment=machines[2])
+    stored = json.loads((run.folder / "environment.json").read_text())
+    assert {k: stored[k] for k in machines[2]} == machines[2]
+    assert stored["earlier_environments"] == machines[:2]
+    assert run.finish({"acc": 0.5})["environment"]["earlier_environments"] == machines[:2]
+    # recomputing from scratch (force) is no resume: the earlier machines are not its history
+    rerun = store.open(CFG, environment=machines[0], force=True)
+    assert json.loads((rerun.folder / "environment.json").read_text()) == machines[0]
+
+
 def test_load_results_is_one_tidy_row_per_complete_run(tmp_path):
     store = ResultsStore(tmp_path)
     _finished(store)
