@@ -19,7 +19,7 @@ def _call(checkout: Path, tmp: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", "-c", cmd], cwd=checkout, env=env, capture_output=True, text=True, timeout=60)
 
 
-def _split(data: bytes, checkout_root: Path, sizes: list[int], sums_for: bytes) -> list[Path]:
+def _split(data: bytes, checkout_root: Path, sizes: list[int]) -> list[Path]:
     """The archive's parts in one carried folder each (.pa1, .pa2, ...), SHA256SUMS with the last."""
     folders, start = [], 0
     for i, n in enumerate(sizes):
@@ -29,13 +29,13 @@ def _split(data: bytes, checkout_root: Path, sizes: list[int], sums_for: bytes) 
         start += n
         folders.append(d.parent)
     (folders[-1] / f".pa{len(sizes)}" / "SHA256SUMS").write_text(
-        f"{hashlib.sha256(sums_for).hexdigest()}  {ARCHIVE}\n0000  other.tar.xz\n")
+        f"{hashlib.sha256(data).hexdigest()}  {ARCHIVE}\n0000  other.tar.xz\n")
     return folders
 
 
 def test_parts_carried_over_three_calls_join_into_the_checked_archive(tmp_path):
     data = bytes(range(256)) * 400
-    calls = _split(data, tmp_path / "checkouts", [40_000, 40_000, 22_400], data)
+    calls = _split(data, tmp_path / "checkouts", [40_000, 40_000, 22_400])
     device = tmp_path / "device"
     for c in calls[:-1]:
         r = _call(c, device)
@@ -53,7 +53,7 @@ def test_parts_carried_over_three_calls_join_into_the_checked_archive(tmp_path):
 
 def test_a_missing_part_fails_the_join_with_one_line_and_keeps_the_parts(tmp_path):
     data = b"x" * 1000 + b"y" * 1000
-    calls = _split(data, tmp_path / "checkouts", [1000, 1000], data)
+    calls = _split(data, tmp_path / "checkouts", [1000, 1000])
     device = tmp_path / "device"
     r = _call(calls[-1], device, "join")  # the first call's part never arrived (a replaced machine)
     assert r.returncode == 3
