@@ -378,6 +378,24 @@ def test_tables_carry_both_accuracies_and_choose_one(ctx, runs):
         ("resnet56", "resnet20", "KD")}
 
 
+def test_teacher_table_lists_every_stored_teacher_beside_the_crd_papers(ctx, runs):
+    assert tables.cited_teacher_accuracy("resnet56") == pytest.approx(0.7234)
+    assert tables.cited_teacher_accuracy("vgg13") == pytest.approx(0.7464)
+    assert tables.cited_teacher_accuracy(TEACHER) != tables.cited_teacher_accuracy(TEACHER)  # not in the CRD paper
+    distill.run_teacher(ctx, STUDENT, seed=0, progress=False)  # a teacher no student was distilled from
+    cfg = config.resolve("distillation", **{**ctx.cfg.to_dict(), "pairs": [f"{TEACHER}:{STUDENT}", f"{STUDENT}:resnet8"]})
+    stored = distill.stored_teachers(cfg)
+    table = tables.teacher_table(stored, distill.stored_distillations(cfg))
+    assert list(table["teacher"]) == [TEACHER, STUDENT] and list(table["students"]) == [2, 0]  # sorted by name
+    kd = runs[0]["KD"]
+    row = table[table["teacher"] == TEACHER].iloc[0]
+    assert row["run_id"] == kd["config"]["teacher_run_id"]
+    assert row["acc_percent"] == pytest.approx(100 * kd["metrics"]["teacher_acc"], abs=0.005)
+    assert row["tec_wh"] == kd["metrics"]["tec_teacher_wh"] and row["epochs"] == ctx.cfg.teacher_epochs
+    assert distill.stored_teachers(config.resolve("distillation", **{**cfg.to_dict(), "teacher_epochs": 3})).empty
+    assert tables.teacher_table(stored.iloc[0:0], stored.iloc[0:0]).empty
+
+
 def test_rkd_distances_are_divided_by_the_mean_positive_distance_without_a_boolean_mask():
     # the mask form d[d > 0].mean() syncs the host (a data-dependent size) and cannot be captured in a CUDA graph
     from greenlib.distill.rkd import normalised_distances, pairwise_distances

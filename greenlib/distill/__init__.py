@@ -16,11 +16,13 @@ from .base import Distiller, IncompatiblePairError, Outputs, Pair
 from .indexed import IndexedLoader
 from .registry import DISTILLERS, build, check_plan, feature_shapes, get, make_pair, names
 from .run import (distill_config, make_loss_fn, parse_pairs, pretrain_epochs, run_distillation,
-                  stored_distillations, student_iec, student_lr, student_train_config, teacher_run_id)
+                  stored_distillations, stored_teachers, student_iec, student_lr, student_train_config,
+                  teacher_run_id)
 from .teacher import run_teacher, teacher_config, teacher_model, teacher_train_config
 
 __all__ = ["DISTILLERS", "Distiller", "IncompatiblePairError", "IndexedLoader", "Outputs", "Pair", "build",
            "check_plan", "distill_config", "feature_shapes", "get", "make_loss_fn", "make_pair", "names",
-           "parse_pairs", "pretrain_epochs", "run_distillation", "stored_distillations", "student_iec",
+           "parse_pairs", "pretrain_epochs", "run_distillation", "stored_distillations", "stored_teachers",
+           "student_iec",
            "student_lr", "student_train_config", "run_teacher", "teacher_config", "teacher_model", "teacher_run_id",
            "teacher_train_config"]

@@ -272,3 +272,22 @@ def stored_distillations(cfg: Resolved) -> "pandas.DataFrame":
         match = config_mask(df, want)
         keep |= match
     return df[keep].reset_index(drop=True)
+
+
+def stored_teachers(cfg: Resolved) -> "pandas.DataFrame":
+    """The complete teacher runs behind these notebook parameters (each pair's teacher, each seed, the
+    teacher recipe at ``cfg.teacher_epochs``), measured on any hardware, whether or not a student has
+    been distilled from them yet."""
+    import pandas as pd
+
+    from ..paths import results_dir
+    from ..results import ResultsStore, config_mask
+
+    df = ResultsStore(results_dir(cfg.profile)).load_results()
+    if df.empty or "kind" not in df:
+        return df.iloc[0:0]
+    df = df[df["kind"] == teachers.KIND]
+    keep = pd.Series(False, index=df.index)
+    for teacher, seed in product(dict.fromkeys(t for t, _ in parse_pairs(cfg.pairs)), cfg.seeds):
+        keep |= config_mask(df, teachers.teacher_config(cfg, teacher, seed))
+    return df[keep].reset_index(drop=True)

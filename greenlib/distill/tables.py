@@ -30,6 +30,38 @@ def cited_accuracy(teacher: str, student: str, method: str) -> float:
     return float(hit["top1_percent"].iloc[0]) / 100 if len(hit) else float("nan")
 
 
+TEACHER_FROM_SCRATCH = "teacher (trained from scratch)"  # the CRD paper's row for the teacher itself
+
+
+def cited_teacher_accuracy(teacher: str) -> float:
+    """The CRD paper's top-1 (a fraction) of ``teacher`` trained from scratch; NaN where it has none."""
+    crd = paper.load_crd()
+    hit = crd[(crd["teacher"].str.lower() == teacher) & (crd["method"] == TEACHER_FROM_SCRATCH)]
+    return float(hit["top1_percent"].iloc[0]) / 100 if len(hit) else float("nan")
+
+
+def teacher_table(teachers: pd.DataFrame, distillations: pd.DataFrame) -> pd.DataFrame:
+    """One row per stored teacher run: its accuracy beside the CRD paper's teacher, its TEC and
+    training time, and how many of ``distillations`` use it (0: no student distilled from it yet).
+
+    ``acc_percent`` and ``acc_cited_percent`` are percentages; ``train_hours`` is the training stage's
+    wall time, summed over the machines a carried run ran on.
+    """
+    cols = ["teacher", "seed", "hardware", "dataset", "epochs", "acc_percent", "acc_cited_percent", "tec_wh",
+            "train_hours", "students", "run_id"]
+    if teachers.empty:
+        return pd.DataFrame(columns=cols)
+    used = distillations["teacher_run_id"].value_counts() if len(distillations) else pd.Series(dtype=int)
+    out = pd.DataFrame({
+        "teacher": teachers["model"], "seed": teachers["seed"], "hardware": teachers["hardware"],
+        "dataset": teachers["dataset"], "epochs": teachers["epochs"].astype(int),
+        "acc_percent": (100 * teachers["acc"]).round(2),
+        "acc_cited_percent": [100 * cited_teacher_accuracy(t) for t in teachers["model"]],
+        "tec_wh": teachers["tec_wh"], "train_hours": teachers["train_elapsed_s"] / 3600,
+        "students": [int(used.get(r, 0)) for r in teachers["run_id"]], "run_id": teachers["run_id"]})
+    return out.sort_values(["teacher", "seed", "hardware"]).reset_index(drop=True)
+
+
 def with_accuracy(runs: pd.DataFrame, acc_source: str) -> pd.DataFrame:
     """``runs`` with ``acc_measured``, ``acc_cited`` (fractions) and ``acc`` set to the chosen one.
 
