@@ -23,6 +23,5 @@ from .teacher import run_teacher, teacher_config, teacher_model, teacher_train_c
 __all__ = ["DISTILLERS", "Distiller", "IncompatiblePairError", "IndexedLoader", "Outputs", "Pair", "build",
            "check_plan", "distill_config", "feature_shapes", "get", "make_loss_fn", "make_pair", "names",
            "parse_pairs", "pretrain_epochs", "run_distillation", "stored_distillations", "stored_teachers",
-           "student_iec",
-           "student_lr", "student_train_config", "run_teacher", "teacher_config", "teacher_model", "teacher_run_id",
-           "teacher_train_config"]
+           "student_iec", "student_lr", "student_train_config", "run_teacher", "teacher_config", "teacher_model",
+           "teacher_run_id", "teacher_train_config"]

@@ -280,14 +280,9 @@ def stored_teachers(cfg: Resolved) -> "pandas.DataFrame":
     been distilled from them yet."""
     import pandas as pd
 
-    from ..paths import results_dir
-    from ..results import ResultsStore, config_mask
+    from ..report import load_runs
 
-    df = ResultsStore(results_dir(cfg.profile)).load_results()
-    if df.empty or "kind" not in df:
-        return df.iloc[0:0]
-    df = df[df["kind"] == teachers.KIND]
-    keep = pd.Series(False, index=df.index)
-    for teacher, seed in product(dict.fromkeys(t for t, _ in parse_pairs(cfg.pairs)), cfg.seeds):
-        keep |= config_mask(df, teachers.teacher_config(cfg, teacher, seed))
-    return df[keep].reset_index(drop=True)
+    parts = [load_runs(cfg.profile, **{**teachers.teacher_config(cfg, t, cfg.seeds[0]), "seed": list(cfg.seeds)})
+             for t in dict.fromkeys(t for t, _ in parse_pairs(cfg.pairs))]  # the recipe's lr depends on the model
+    parts = [p for p in parts if not p.empty]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()

@@ -22,12 +22,19 @@ KEYS: tuple[str, ...] = ("teacher", "student", "method", "hardware", "dataset")
 TEC_PARTS: tuple[str, ...] = ("tec_teacher_wh", "tec_pretrain_wh", "tec_distill_wh", "tec_wh")
 
 
+def _crd_top1(teacher: str, method: str, student: str | None = None) -> float:
+    """The CRD paper's top-1 (a fraction) of its first row for ``teacher`` and ``method`` (and
+    ``student``, unless None); NaN where it has none."""
+    crd = paper.load_crd()
+    hit = (crd["teacher"].str.lower() == teacher) & (crd["method"] == method)
+    if student is not None:
+        hit &= crd["student"].str.lower() == student
+    return float(crd.loc[hit, "top1_percent"].iloc[0]) / 100 if hit.any() else float("nan")
+
+
 def cited_accuracy(teacher: str, student: str, method: str) -> float:
     """The CRD paper's top-1 (a fraction) for this teacher, student and method; NaN where it has none."""
-    crd = paper.load_crd()
-    hit = crd[(crd["teacher"].str.lower() == teacher) & (crd["student"].str.lower() == student)
-              & (crd["method"] == method)]
-    return float(hit["top1_percent"].iloc[0]) / 100 if len(hit) else float("nan")
+    return _crd_top1(teacher, method, student)
 
 
 TEACHER_FROM_SCRATCH = "teacher (trained from scratch)"  # the CRD paper's row for the teacher itself
@@ -35,9 +42,7 @@ TEACHER_FROM_SCRATCH = "teacher (trained from scratch)"  # the CRD paper's row f
 
 def cited_teacher_accuracy(teacher: str) -> float:
     """The CRD paper's top-1 (a fraction) of ``teacher`` trained from scratch; NaN where it has none."""
-    crd = paper.load_crd()
-    hit = crd[(crd["teacher"].str.lower() == teacher) & (crd["method"] == TEACHER_FROM_SCRATCH)]
-    return float(hit["top1_percent"].iloc[0]) / 100 if len(hit) else float("nan")
+    return _crd_top1(teacher, TEACHER_FROM_SCRATCH)
 
 
 def teacher_table(teachers: pd.DataFrame, distillations: pd.DataFrame) -> pd.DataFrame:
