@@ -2,21 +2,25 @@
 # One working session of the paper campaign on a lent GPU machine whose calls are short and whose
 # files under /tmp survive between calls (docs/campaign.md, "How a session runs it").
 #
-#   bash scripts/campaign_session.sh start GRID.json[@GPUS] [GRID.json@GPUS ...] [CARRIED_DIR]
+#   bash scripts/campaign_session.sh start GRID.json[@GPUS] [GRID.json@GPUS ...] [CARRIED_DIR ...]
 #   bash scripts/campaign_session.sh collect [WAIT_S] [WEIGHTS_GLOB]   # wait, then the results under $OUT
 #   FINAL=1 bash scripts/campaign_session.sh collect [WAIT_S] [WEIGHTS_GLOB]   # ... stop, pack the carry
 #   bash scripts/campaign_session.sh more                              # the carry's next chunks under $OUT
 #
 # start: copies this checkout to $WORK/repo (the next call lays the checkout anew), seeds the store
 #   $GREENLIB_DATA/results/paper from the committed data/results/paper once, restores what a previous
-#   session carried (greenlib.scaleout.carry: checkpoints of cut-off runs, teachers' weights; a folder
-#   argument) and starts the dataset decode, then every grid on its GPUs (@0,1,2; default all; one
+#   session carried (greenlib.scaleout.carry: checkpoints of cut-off runs, teachers' weights; folder
+#   arguments, unpacked in the order given, so the newest state of a run goes last) and starts the
+#   dataset decode, then every grid on its GPUs (@0,1,2; default all; one
 #   grid per set of GPUs, so that a long run such as a NAS search is not queued behind shared runs),
 #   with setsid, so that they outlive the call.
 # collect: waits up to WAIT_S seconds (default 540) or until every grid has ended, then writes under
-#   $OUT the results that landed (paper.tar.gz: no *.pt/*.ckpt) and the grids' logs; while a grid
-#   runs, also the carry that fits one call (the smallest run folders first, at most CARRY_MAX_MIB),
-#   in case the machine goes back before the last call (it does 30 s after a call). With FINAL=1
+#   $OUT the results that landed (paper.tar.gz: no *.pt/*.ckpt/*.tmp) and the grids' logs; while a
+#   grid runs, also the next chunks (at most CARRY_MAX_MIB, 56, MiB) of a rolling carry, in case the
+#   machine goes back before the last call (it does 30 s after a call): what changed since start
+#   (checkpoints of cut-off runs, new weights matching WEIGHTS_GLOB), packed anew once every chunk of
+#   the previous pack went; a pack larger than one call (a CRD memory bank, a NAS supernet) comes
+#   over several calls, each call saying which pack and chunks it returns. With FINAL=1
 #   (the session's last call) it stops the grids still running, packs the carry (every cut-off run
 #   holding a checkpoint, and the weights of the complete runs matching WEIGHTS_GLOB) into
 #   $WORK/carry (chunks of CARRY_CHUNK_MIB, 15) and writes its first chunks, at most CARRY_MAX_MIB
@@ -29,40 +33,43 @@ WORK=${WORK:-/tmp/campaign}
 STORE=$GREENLIB_DATA/results/paper
 mkdir -p "$WORK" "$STORE"
 
-send_chunks() {  # the carry's unsent chunks (manifest first), at most CARRY_MAX_MIB MiB a call
-  local budget=$(( ${CARRY_MAX_MIB:-56} * 1048576 )) used=0 f size left=0
-  mkdir -p "$OUT/carry" && touch "$WORK/carry.sent"
-  for f in "$WORK"/carry/carry.json "$WORK"/carry/carry.tar.*; do
+send_chunks() {  # DIR's unsent chunks (manifest first), at most CARRY_MAX_MIB MiB a call; sets $left
+  local dir=${1:-$WORK/carry} budget=$(( ${CARRY_MAX_MIB:-56} * 1048576 )) used=0 f size sent=""
+  left=0
+  mkdir -p "$OUT/carry" && touch "$dir.sent"
+  for f in "$dir"/carry.json "$dir"/carry.tar.*; do
     [ -f "$f" ] || continue
-    grep -qxF "$f" "$WORK/carry.sent" && continue
+    grep -qxF "$f" "$dir.sent" && continue
     size=$(stat -c %s "$f")
     if [ $((used + size)) -gt "$budget" ]; then left=$((left + 1)); continue; fi
-    cp "$f" "$OUT/carry/" && echo "$f" >> "$WORK/carry.sent" && used=$((used + size))
+    cp "$f" "$OUT/carry/" && echo "$f" >> "$dir.sent" && used=$((used + size)) && sent+=" ${f##*/}"
   done
-  echo "carry: sent $((used / 1048576)) MiB this call; $left chunk(s) left$([ "$left" -gt 0 ] && echo ': call more')"
+  echo "carry: sent $((used / 1048576)) MiB this call (${sent# }); $left chunk(s) left"
 }
 
 case "${1:-}" in
 start)
-  shift; carried=""; grids=()
+  shift; carried=(); grids=()
   for a in "$@"; do
-    if [ -d "$a" ]; then carried=$a
+    if [ -d "$a" ]; then carried+=("$a")
     else
       [ -f "${a%@*}" ] || { echo "error: grid file '${a%@*}' not found"; exit 2; }
       grids+=("$a")
     fi
   done
   [ ${#grids[@]} -gt 0 ] || { echo "error: give at least one grid file"; exit 2; }
-  rm -rf "$WORK/repo" "$WORK"/grid-*.log "$WORK/carry" "$WORK/carry.sent" && mkdir -p "$WORK/repo"
+  rm -rf "$WORK/repo" "$WORK"/grid-*.log "$WORK/carry" "$WORK/carry.sent" "$WORK/icarry" "$WORK/icarry.sent" \
+    "$WORK/icarry.n" && mkdir -p "$WORK/repo"
   skip=(); for d in .[!.]*; do [ "$d" = .git ] || skip+=(--exclude="./$d"); done  # the carried dot-folders stay
   tar cf - "${skip[@]}" . | (cd "$WORK/repo" && tar xf -)  # (archive parts, wheels); .git goes: records name the commit
   if [ ! -f "$GREENLIB_DATA/.seeded" ]; then
     cp -r data/results/paper/. "$STORE/" 2>/dev/null
     touch "$GREENLIB_DATA/.seeded"
   fi
-  if [ -n "$carried" ]; then
-    python3 -m greenlib.scaleout.carry unpack "$carried" "$STORE" || exit 3
-  fi
+  for c in ${carried[@]+"${carried[@]}"}; do
+    python3 -m greenlib.scaleout.carry unpack "$c" "$STORE" || exit 3
+  done
+  touch "$WORK/unpacked"  # the rolling carry of `collect` takes what changed after this
   cd "$WORK/repo" || exit 1
   runs=""; i=0
   for g in "${grids[@]}"; do
@@ -88,24 +95,40 @@ collect)
     kill -TERM -- "-$(cat "$WORK/grid.pid")" 2>/dev/null; sleep 5; kill -KILL -- "-$(cat "$WORK/grid.pid")" 2>/dev/null
     echo "stopped the grids $(date +%T)"
   fi
-  (cd "$GREENLIB_DATA/results" && find paper -type f -newer "$GREENLIB_DATA/.seeded" ! -name '*.pt' ! -name '*.ckpt') > "$WORK/new.txt"
+  (cd "$GREENLIB_DATA/results" && find paper -type f -newer "$GREENLIB_DATA/.seeded" ! -name '*.pt' ! -name '*.ckpt' \
+    ! -name '*.tmp') > "$WORK/new.txt"
   echo "$(wc -l < "$WORK/new.txt") new result files"
   tar czf "$OUT/paper.tar.gz" -C "$GREENLIB_DATA/results" -T "$WORK/new.txt"
-  tar czf "$OUT/gridlogs.tar.gz" -C "$WORK" --exclude=repo --exclude=carry --exclude=new.txt .
+  tar czf "$OUT/gridlogs.tar.gz" -C "$WORK" --exclude=repo --exclude=carry --exclude=icarry --exclude=new.txt .
   rm -rf "$WORK/carry" "$WORK/carry.sent"
   if [ -n "${FINAL:-}" ]; then  # everything, over this call and the next ('more')
     python3 -m greenlib.scaleout.carry pack "$STORE" "$WORK/carry" --chunk-mib "${CARRY_CHUNK_MIB:-15}" \
-      ${weights:+--weights "$weights"} && send_chunks
+      ${weights:+--weights "$weights"} && send_chunks && [ "$left" -gt 0 ] && echo "call more"
   elif ! grep -q "all done" "$WORK/grid.log"; then  # in case the machine goes back before the last call
-    python3 -m greenlib.scaleout.carry pack "$STORE" "$OUT/carry" --max-mib "${CARRY_MAX_MIB:-56}" ${weights:+--weights "$weights"}
+    pending=0
+    [ -f "$WORK/icarry/carry.json" ] && pending=$(ls "$WORK"/icarry/carry.* | grep -cvxFf "$WORK/icarry.sent")
+    if [ "$pending" -eq 0 ]; then  # every chunk of the last pack went: a new pack of what changed since start
+      rm -rf "$WORK/icarry" "$WORK/icarry.sent"
+      n=$(( $(cat "$WORK/icarry.n" 2>/dev/null || echo 0) + 1 )); echo "$n" > "$WORK/icarry.n"
+      python3 -m greenlib.scaleout.carry pack "$STORE" "$WORK/icarry" --chunk-mib "${CARRY_CHUNK_MIB:-15}" \
+        --changed-since "$WORK/unpacked" ${weights:+--weights "$weights"}
+    fi
+    if [ ! -f "$WORK/icarry/carry.json" ]; then
+      echo "error: the rolling carry was not packed (see above)"
+    elif grep -q '"files": \[\]' "$WORK/icarry/carry.json"; then
+      echo "rolling carry: nothing changed since start"; rm -rf "$WORK/icarry" "$WORK/icarry.sent"
+    else
+      send_chunks "$WORK/icarry"
+      echo "rolling carry: pack $(cat "$WORK/icarry.n"), $([ "$left" -gt 0 ] && echo "$left chunk(s) come with the next collect" || echo complete)"
+    fi
   fi
   ls -la "$OUT"; [ -d "$OUT/carry" ] && ls -la "$OUT/carry"
   exit 0
   ;;
 more)
   [ -f "$WORK/carry/carry.json" ] || { echo "error: no carry packed in $WORK/carry (run FINAL=1 collect first)"; exit 2; }
-  send_chunks; ls -la "$OUT/carry"
+  send_chunks && [ "$left" -gt 0 ] && echo "call more"; ls -la "$OUT/carry"
   ;;
 *)
-  echo "usage: $0 start GRID.json[@GPUS] ... [CARRIED_DIR] | collect [WAIT_S] [WEIGHTS_GLOB] | more"; exit 2 ;;
+  echo "usage: $0 start GRID.json[@GPUS] ... [CARRIED_DIR ...] | collect [WAIT_S] [WEIGHTS_GLOB] | more"; exit 2 ;;
 esac

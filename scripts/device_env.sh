@@ -10,8 +10,9 @@
 #          into $DEVICE_TMP/site, which goes on PYTHONPATH
 #   .pa*/  parts of cifar100-png.tar.xz (`split -b 44M cifar100-png.tar.xz c100.part.`), one or more
 #          a folder, SHA256SUMS beside one of them (docs/datasets.md): into $DEVICE_TMP/c100
-#   .cr*/  a carry that a session's last calls returned (carry.json and its chunks):
-#          into $DEVICE_TMP/carry/<folder name>, to give `campaign_session.sh start`
+#   .cr*/  a carry that a session's calls returned (carry.json and its chunks): into
+#          $DEVICE_TMP/carry/<folder name>, to give `campaign_session.sh start`; a carry too large
+#          for one call travels as .crN, .crN+2, .crN+3 ... (one a call), all into carry/.crN
 # Sets GREENLIB_DATASETS=$DEVICE_TMP/c100 and GREENLIB_DATA=$DEVICE_TMP/greenlib (the results store
 # outside the checkout), MPLCONFIGDIR, and keeps NCCL off NVLink multicast (KINDS.md).
 T=${DEVICE_TMP:-/tmp}
@@ -29,9 +30,10 @@ fi
 for _d in .pa*/; do [ -d "$_d" ] && cp "$_d"* "$T/c100/" && echo "carried ${_d%/} -> $T/c100"; done
 for _d in .cr*/; do
   [ -d "$_d" ] || continue
-  mkdir -p "$T/carry/${_d%/}" && cp "$_d"* "$T/carry/${_d%/}/" && echo "carried ${_d%/} -> $T/carry/${_d%/}"
+  _n=${_d%/}; _n=${_n%%+*}  # .cr6+2 joins .cr6
+  mkdir -p "$T/carry/$_n" && cp "$_d"* "$T/carry/$_n/" && echo "carried ${_d%/} -> $T/carry/$_n"
 done
-unset _d
+unset _d _n
 
 device_join() {  # the archive from its parts, checked against SHA256SUMS; the parts go once it checks
   local dir="$T/c100" archive=cifar100-png.tar.xz want got parts

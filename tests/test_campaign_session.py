@@ -103,11 +103,24 @@ def test_the_last_call_stops_the_grids_and_the_carry_travels_over_several_calls(
     checkout, env, tmp = session
     assert _call(checkout, env, tmp / "out0", "start", "grid.json@0", "grid.json@1", FAKE_S="120").returncode == 0
     pgid = int((Path(env["WORK"]) / "grid.pid").read_text())
-    # a call while the grids run: the carry that fits (here 4 MiB: one of the two 3 MiB runs)
-    r = _call(checkout, env, tmp / "mid", "collect", "0", CARRY_MAX_MIB="4")
-    assert r.returncode == 0, r.stdout + r.stderr
-    mid = json.loads((tmp / "mid" / "carry" / "carry.json").read_text())
-    assert len(mid["left_out"]) == 1 and len({f.split("/")[0] for f in mid["files"]}) == 1
+    # calls while the grids run: a rolling carry of both 3 MiB runs, 4 MiB a call, so one pack takes two calls
+    store = Path(env["GREENLIB_DATA"]) / "results" / "paper"
+    mid, said = tmp / "mid-joined", []
+    mid.mkdir()
+    for i in range(3):
+        r = _call(checkout, env, tmp / f"mid{i}", "collect", "0", CARRY_CHUNK_MIB="1", CARRY_MAX_MIB="4")
+        assert r.returncode == 0, r.stdout + r.stderr
+        said += [line for line in r.stdout.splitlines() if line.startswith("rolling carry")]
+        assert sum(f.stat().st_size for f in (tmp / f"mid{i}" / "carry").iterdir()) <= 4 * 2**20 + 4096
+        if i < 2:
+            for f in (tmp / f"mid{i}" / "carry").iterdir():
+                shutil.copy(f, mid / f.name)
+    assert said[0].startswith("rolling carry: pack 1, ") and said[0].endswith("come with the next collect")
+    assert said[1] == "rolling carry: pack 1, complete" and said[2].startswith("rolling carry: pack 2, ")
+    assert (tmp / "mid2" / "carry" / "carry.json").is_file()  # a new pack starts with its manifest
+    carry.unpack(mid, tmp / "mid-store")  # the first two calls' chunks: every cut-off run, whole
+    assert sorted(p.relative_to(tmp / "mid-store") for p in (tmp / "mid-store").glob("*/checkpoint.pt")) == sorted(
+        p.relative_to(store) for p in store.glob("*/checkpoint.pt"))
 
     r = _call(checkout, env, tmp / "c0", "collect", "0", FINAL="1", CARRY_CHUNK_MIB="1", CARRY_MAX_MIB="2")
     assert r.returncode == 0, r.stdout + r.stderr
@@ -133,8 +146,35 @@ def test_the_last_call_stops_the_grids_and_the_carry_travels_over_several_calls(
         for f in (o / "carry").iterdir():
             shutil.copy(f, joined / f.name)
     written = carry.unpack(joined, tmp / "next-store")
-    store = Path(env["GREENLIB_DATA"]) / "results" / "paper"
     ckpts = sorted(p.relative_to(store) for p in store.glob("*/checkpoint.pt"))
     assert len(ckpts) == 2 and sorted(w for w in written if w.endswith(".pt")) == [c.as_posix() for c in ckpts]
     for c in ckpts:
         assert (tmp / "next-store" / c).read_bytes() == (store / c).read_bytes()
+
+
+def test_start_unpacks_several_carries_oldest_first_and_the_rolling_carry_skips_what_came_with_them(session):
+    checkout, env, tmp = session
+    run = "distillation-s-0123456789ab"
+    for name, payload in (("old", b"epoch 10"), ("new", b"epoch 20")):
+        src = tmp / f"src-{name}" / run
+        src.mkdir(parents=True)
+        (src / "config.json").write_text('{"kind": "distillation"}')
+        (src / "checkpoint.pt").write_bytes(payload)
+        carry.pack(src.parent, checkout / f".cr-{name}")
+    teacher = tmp / "src-teacher" / "teacher-t-0123456789ab"
+    teacher.mkdir(parents=True)
+    (teacher / "model.pt").write_bytes(b"teacher weights")
+    carry.pack(teacher.parent, checkout / ".cr-teacher")
+    r = _call(checkout, env, tmp / "out0", "start", "grid.json@0", str(checkout / ".cr-teacher"),
+              str(checkout / ".cr-old"), str(checkout / ".cr-new"), FAKE_S="60")
+    assert r.returncode == 0, r.stdout + r.stderr
+    store = Path(env["GREENLIB_DATA"]) / "results" / "paper"
+    assert (store / run / "checkpoint.pt").read_bytes() == b"epoch 20"  # the newest carry went last
+    try:
+        r = _call(checkout, env, tmp / "mid", "collect", "0", "teacher-*")
+        assert r.returncode == 0, r.stdout + r.stderr
+        m = json.loads((tmp / "mid" / "carry" / "carry.json").read_text())
+        assert m["files"] and all(f.startswith("run-") for f in m["files"])  # the fake grid's run alone
+        assert "rolling carry: pack 1, complete" in r.stdout
+    finally:
+        _call(checkout, env, tmp / "end", "collect", "0", FINAL="1")

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
 import torch
 
+from greenlib.io import atomic_write_bytes
 from greenlib.results import ResultsStore
 from greenlib.scaleout import carry
 from test_train import Batches, Interrupt, _fit
@@ -95,3 +97,75 @@ def test_pack_keeps_under_one_transfers_limit_and_names_what_it_left_out(tmp_pat
     assert carry.pack(tmp_path / "a", tmp_path / "out2", weights=["*"])["left_out"] == {}
     with pytest.raises(carry.CarryError, match="max_bytes=0 is not accepted"):
         carry.pack(tmp_path / "a", tmp_path / "out3", max_bytes=0)
+
+
+def test_an_interrupted_run_goes_before_weights_that_are_smaller(tmp_path):
+    teacher, killed, _ = _store_with_a_killed_run_and_a_teacher(tmp_path / "a")
+    run_bytes = sum(f.stat().st_size for f in killed.folder.rglob("*") if f.is_file())
+    (teacher.folder / "model.pt").write_bytes(b"w" * (run_bytes // 2))  # smaller, but an earlier carry has it
+    n_files = sum(1 for f in killed.folder.rglob("*") if f.is_file())
+    m = carry.pack(tmp_path / "a", tmp_path / "out", weights=["*"], max_bytes=run_bytes + 1024 * n_files + 500)
+    assert {f.split("/")[0] for f in m["files"]} == {killed.id} and list(m["left_out"]) == [teacher.id]
+    m = carry.pack(tmp_path / "a", tmp_path / "out2", weights=["*"], max_bytes=run_bytes)  # the run does not fit
+    assert {f.split("/")[0] for f in m["files"]} == {teacher.id} and list(m["left_out"]) == [killed.id]
+
+
+def test_a_write_killed_before_its_rename_leaves_a_temporary_that_never_travels(tmp_path):
+    _, killed, _ = _store_with_a_killed_run_and_a_teacher(tmp_path / "a")
+    (killed.folder / ".checkpoint.pt.abc123.tmp").write_bytes(b"x" * 1000)  # what a SIGKILL mid-save leaves
+    (killed.folder / "supernet.ckpt.tmp").write_bytes(b"y")  # the NAS search's own temporary name
+    m = carry.pack(tmp_path / "a", tmp_path / "out")
+    assert f"{killed.id}/checkpoint.pt" in m["files"] and not any(f.endswith(".tmp") for f in m["files"])
+
+
+def test_changed_since_keeps_what_a_machine_added_to_the_carry_it_started_with(tmp_path):
+    teacher, killed, _ = _store_with_a_killed_run_and_a_teacher(tmp_path / "a")
+    mark = tmp_path / "unpacked"
+    mark.touch()
+    old = mark.stat().st_mtime - 60
+    for f in (teacher.folder / "model.pt", killed.folder / "checkpoint.pt"):
+        os.utime(f, (old, old))  # both came with the carry the machine started with
+    assert carry.to_carry(tmp_path / "a", ["*"], changed_since=mark.stat().st_mtime) == []
+    atomic_write_bytes(killed.folder / "checkpoint.pt", (killed.folder / "checkpoint.pt").read_bytes())
+    os.utime(killed.folder / "checkpoint.pt", (old + 120, old + 120))  # the run went on: a newer checkpoint
+    assert carry.main(["pack", str(tmp_path / "a"), str(tmp_path / "out"), "--weights", "*",
+                       "--changed-since", str(mark)]) == 0
+    m = json.loads((tmp_path / "out" / "carry.json").read_text())
+    assert {f.split("/")[0] for f in m["files"]} == {killed.id} and f"{killed.id}/config.json" in m["files"]
+    assert carry.main(["pack", str(tmp_path / "a"), str(tmp_path / "out2"), "--changed-since",
+                       str(tmp_path / "nowhere")]) == 2
+
+
+def test_gather_checks_a_carry_returned_over_several_calls_and_splits_it_for_the_calls_out(tmp_path, capsys):
+    _store_with_a_killed_run_and_a_teacher(tmp_path / "a")
+    m = carry.pack(tmp_path / "a", tmp_path / "packed", weights=["*"], chunk_bytes=20_000)
+    assert len(m["chunks"]) >= 4
+    calls = [tmp_path / f"call{i}" / "carry" for i in range(3)]
+    for c in calls:
+        c.mkdir(parents=True)
+    shutil.copy(tmp_path / "packed" / "carry.json", calls[0])
+    for i, c in enumerate(m["chunks"]):
+        shutil.copy(tmp_path / "packed" / c["file"], calls[i % 3])
+    assert carry.main(["gather", *map(str, reversed(calls)), "--into", str(tmp_path / ".cr7"), "--max-mib",
+                       str(45_000 / 2**20)]) == 0
+    folders = sorted(p for p in tmp_path.iterdir() if p.name.startswith(".cr7"))
+    assert [f.name for f in folders] == [".cr7", ".cr7+2", ".cr7+3"]  # two 20 kB chunks a folder, the manifest first
+    assert all(sum(f.stat().st_size for f in d.iterdir()) <= 45_000 for d in folders)
+    assert ".cr7+2: " in capsys.readouterr().out
+    joined = tmp_path / "joined"  # what the device calls' set-up does with .cr7, .cr7+2, ...
+    joined.mkdir()
+    for d in folders:
+        for f in d.iterdir():
+            shutil.copy(f, joined / f.name)
+    assert sorted(carry.unpack(joined, tmp_path / "b")) == m["files"]
+
+    (calls[1] / m["chunks"][1]["file"]).unlink()
+    with pytest.raises(carry.CarryError, match=rf"1 chunk\(s\) of .* are in none of the sources: {m['chunks'][1]['file']}"):
+        carry.gather(calls, tmp_path / ".cr8")
+    shutil.copy(tmp_path / "packed" / "carry.json", calls[2])
+    (calls[2] / "carry.json").write_text((calls[2] / "carry.json").read_text().replace('"weights"', '"weights" '))
+    with pytest.raises(carry.CarryError, match="hold 2 different carry.json"):
+        carry.gather(calls, tmp_path / ".cr8")
+    with pytest.raises(carry.CarryError, match="is not empty"):
+        carry.gather([tmp_path / "packed"], tmp_path / ".cr7")
+    assert not (tmp_path / ".cr8").exists()

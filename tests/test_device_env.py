@@ -81,3 +81,16 @@ def test_a_carry_folder_lands_under_its_own_name(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert (tmp_path / "device" / "carry" / ".cr2" / "carry.tar.000").read_bytes() == b"chunk of session 3"
     assert (tmp_path / "device" / "carry" / ".cr3" / "carry.tar.000").read_bytes() == b"chunk of session 4"
+
+
+def test_a_carry_split_over_calls_joins_its_first_folder(tmp_path):
+    device = tmp_path / "device"
+    for i, name in enumerate((".cr6", ".cr6+2", ".cr6+3")):
+        checkout = tmp_path / f"call{i}"
+        (checkout / name).mkdir(parents=True)
+        (checkout / name / f"carry.tar.00{i}").write_bytes(f"chunk {i}".encode())
+        r = _call(checkout, device)
+        assert r.returncode == 0 and f"carried {name} -> {device}/carry/.cr6" in r.stdout, r.stdout + r.stderr
+    assert sorted(p.name for p in (device / "carry").iterdir()) == [".cr6"]
+    assert [(device / "carry" / ".cr6" / f"carry.tar.00{i}").read_bytes() for i in range(3)] == [
+        b"chunk 0", b"chunk 1", b"chunk 2"]

@@ -6,16 +6,22 @@ distillation student needs its teacher's weights: without them the next machine 
 teacher. ``pack`` writes what the next machine needs as one tar in numbered chunks of at most
 ``chunk_bytes`` (a lending service that returns files of at most 16 MiB takes them as they are), with
 a manifest of their sizes and SHA-256; ``unpack`` checks and joins the chunks there and puts the
-files into the store::
+files into the store; ``gather`` takes one carry that came back over several calls, checks it and
+splits it into folders that one call each carries out again::
 
     python -m greenlib.scaleout.carry pack  /tmp/greenlib/results/paper $OUT/carry --weights 'teacher-*'
     python -m greenlib.scaleout.carry unpack carried/ data/results/paper
+    python -m greenlib.scaleout.carry gather call1/carry call2/carry call3/carry --into .cr7 --max-mib 48
 
 What is packed: every interrupted run folder (no complete ``result.json``) that holds a checkpoint,
 whole (its config, finished stages and traces with it), and the weights (``model.pt``) of the
-complete runs whose id matches a ``--weights`` pattern. ``unpack`` never overwrites a file of a run
-that is complete in the target store (it adds the weights such a run lacks); in an interrupted run
-the carried files replace the older ones.
+complete runs whose id matches a ``--weights`` pattern; never the leftover temporary of a write that
+was killed before its rename (``*.tmp``, :func:`greenlib.io.atomic_write_bytes`). ``--changed-since
+FILE`` keeps only what changed after FILE was touched (a run whose checkpoint is newer, weights that
+are newer): what a machine adds to the carry it was started with. ``unpack`` never overwrites a
+file of a run that is complete in the target store (it adds the weights such a run lacks); in an
+interrupted run the carried files replace the older ones, so several carries unpacked oldest first
+leave the newest state.
 """
 from __future__ import annotations
 
@@ -34,6 +40,7 @@ from ..results import incomplete_reason
 
 CHUNK_BYTES = 15 * 2**20
 CHECKPOINTS = ("*.pt", "*.ckpt")
+TEMPORARIES = "*.tmp"
 
 
 class CarryError(ValueError):
@@ -44,34 +51,44 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def to_carry(store_root: str | Path, weights: Sequence[str] = ()) -> list[Path]:
-    """The files :func:`pack` takes from ``store_root``, relative to it, sorted."""
+def to_carry(store_root: str | Path, weights: Sequence[str] = (), changed_since: float | None = None) -> list[Path]:
+    """The files :func:`pack` takes from ``store_root``, relative to it, sorted.
+
+    ``changed_since`` (a POSIX time): only interrupted runs whose checkpoint was written after it,
+    and only weights written after it."""
     root = Path(store_root)
     if not root.is_dir():
         raise CarryError(f"store {str(root)!r} is not a folder")
+
+    def new(f: Path) -> bool:
+        return changed_since is None or f.stat().st_mtime > changed_since
+
     out: list[Path] = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = sorted(f for f in folder.rglob("*") if f.is_file())
+        files = sorted(f for f in folder.rglob("*") if f.is_file() and not fnmatch.fnmatch(f.name, TEMPORARIES))
         if incomplete_reason(folder) is None:  # complete: only the weights asked for
             if any(fnmatch.fnmatch(folder.name, w) for w in weights):
-                out += [f for f in files if f.name == "model.pt"]
-        elif any(fnmatch.fnmatch(f.name, pat) for f in files for pat in CHECKPOINTS):
+                out += [f for f in files if f.name == "model.pt" and new(f)]
+        elif any(fnmatch.fnmatch(f.name, pat) and new(f) for f in files for pat in CHECKPOINTS):
             out += files  # interrupted with a checkpoint: the whole folder resumes elsewhere
     return [f.relative_to(root) for f in out]
 
 
 def pack(store_root: str | Path, out_dir: str | Path, weights: Sequence[str] = (),
-         chunk_bytes: int = CHUNK_BYTES, name: str = "carry", max_bytes: int | None = None) -> dict:
+         chunk_bytes: int = CHUNK_BYTES, name: str = "carry", max_bytes: int | None = None,
+         changed_since: float | None = None) -> dict:
     """Write ``<name>.tar.NNN`` chunks and ``<name>.json`` (the manifest, returned) under ``out_dir``.
 
-    ``max_bytes``: what one transfer takes back; run folders are packed smallest first while they
-    fit, and the others are named in the manifest's ``left_out`` (run id -> bytes)."""
+    ``max_bytes``: what one transfer takes back; interrupted runs (the work a lost machine loses)
+    are packed before weights (which an earlier carry may hold), each group smallest first, while
+    they fit; the others are named in the manifest's ``left_out`` (run id -> bytes).
+    ``changed_since``: see :func:`to_carry`."""
     if not isinstance(chunk_bytes, int) or chunk_bytes < 1:
         raise CarryError(f"chunk_bytes={chunk_bytes!r} is not accepted; accepted: an int >= 1")
     if max_bytes is not None and (not isinstance(max_bytes, int) or max_bytes < 1):
         raise CarryError(f"max_bytes={max_bytes!r} is not accepted; accepted: an int >= 1 or None")
     root, out = Path(store_root), Path(out_dir)
-    files = to_carry(root, weights)
+    files = to_carry(root, weights, changed_since)
     left_out: dict[str, int] = {}
     if max_bytes is not None:
         runs: dict[str, list[Path]] = {}
@@ -79,7 +96,8 @@ def pack(store_root: str | Path, out_dir: str | Path, weights: Sequence[str] = (
             runs.setdefault(rel.parts[0], []).append(rel)
         size = {rid: sum((root / r).stat().st_size + 1024 for r in rels) for rid, rels in runs.items()}  # + tar headers
         files, total = [], 0
-        for rid in sorted(runs, key=lambda r: (size[r], r)):
+        complete = {rid: incomplete_reason(root / rid) is None for rid in runs}  # their weights alone
+        for rid in sorted(runs, key=lambda r: (complete[r], size[r], r)):
             if total + size[rid] <= max_bytes:
                 files += runs[rid]
                 total += size[rid]
@@ -138,6 +156,52 @@ def unpack(src_dir: str | Path, store_root: str | Path, name: str = "carry") -> 
     return written
 
 
+def gather(sources: Sequence[str | Path], into: str | Path, max_bytes: int | None = None,
+           name: str = "carry") -> list[Path]:
+    """One carry's manifest and chunks, returned over several calls (``sources``: their output
+    folders, in any order), checked and copied into ``into`` and, past ``max_bytes`` a folder (what
+    one call carries out beside the working tree), into ``<into>+2``, ``<into>+3`` ... (the device
+    calls' set-up joins them again); returns the folders written."""
+    if max_bytes is not None and (not isinstance(max_bytes, int) or max_bytes < 1):
+        raise CarryError(f"max_bytes={max_bytes!r} is not accepted; accepted: an int >= 1 or None")
+    srcs = [Path(s) for s in sources]
+    for s in srcs:
+        if not s.is_dir():
+            raise CarryError(f"source {str(s)!r} is not a folder")
+    manifests = {m.read_bytes(): m for s in srcs for m in [s / f"{name}.json"] if m.is_file()}
+    if len(manifests) != 1:
+        found = ", ".join(repr(str(m)) for m in manifests.values()) or "none"
+        raise CarryError(f"the sources hold {len(manifests)} different {name}.json ({found}); give one carry's calls")
+    man_bytes, man_path = next(iter(manifests.items()))
+    manifest = json.loads(man_bytes)
+    chunks, missing = [], []
+    for c in manifest["chunks"]:
+        found = [s / c["file"] for s in srcs if (s / c["file"]).is_file()]
+        good = [f for f in found if f.stat().st_size == c["bytes"] and _sha256(f.read_bytes()) == c["sha256"]]
+        if good:
+            chunks.append(good[0])
+        elif found:
+            raise CarryError(f"chunk {str(found[0])!r} is damaged: its size or SHA-256 differs from {man_path}")
+        else:
+            missing.append(c["file"])
+    if missing:
+        raise CarryError(f"{len(missing)} chunk(s) of {man_path} are in none of the sources: {', '.join(missing)}")
+    out, folders, used = Path(into), [], 0
+    target = out
+    for f in [man_path, *chunks]:
+        size = f.stat().st_size
+        if folders and max_bytes is not None and used + size > max_bytes:
+            target, used = out.with_name(f"{out.name}+{len(folders) + 1}"), 0
+        if not folders or folders[-1] != target:
+            if target.exists() and any(target.iterdir()):
+                raise CarryError(f"{str(target)!r} is not empty: gather into a new folder")
+            target.mkdir(parents=True, exist_ok=True)
+            folders.append(target)
+        (target / f.name).write_bytes(f.read_bytes())
+        used += size
+    return folders
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m greenlib.scaleout.carry", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -148,21 +212,38 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="complete runs whose model.pt goes too (e.g. 'teacher-*'), repeatable")
     a.add_argument("--chunk-mib", type=float, default=CHUNK_BYTES / 2**20)
     a.add_argument("--max-mib", type=float, default=None,
-                   help="pack run folders, smallest first, while the total stays under this (one transfer's limit)")
+                   help="pack interrupted runs, then weights, smallest first, while the total stays under this")
+    a.add_argument("--changed-since", metavar="FILE", default=None,
+                   help="only checkpoints and weights written after FILE was (e.g. a mark touched at unpack)")
     b = sub.add_parser("unpack", help="check, join and restore chunks into a store")
     b.add_argument("src")
     b.add_argument("store")
+    g = sub.add_parser("gather", help="one carry's chunks from several calls' outputs into folders of one call each")
+    g.add_argument("sources", nargs="+", help="the calls' output folders holding the carry's files")
+    g.add_argument("--into", required=True, help="the first folder (e.g. .cr7); the next ones are .cr7+2, ...")
+    g.add_argument("--max-mib", type=float, default=None, help="at most this much a folder (one call out)")
     args = p.parse_args(argv)
     try:
         if args.cmd == "pack":
+            since = None
+            if args.changed_since is not None:
+                try:
+                    since = Path(args.changed_since).stat().st_mtime
+                except OSError:
+                    raise CarryError(f"--changed-since {args.changed_since!r}: no such file") from None
             m = pack(args.store, args.out, args.weights, int(args.chunk_mib * 2**20),
-                     max_bytes=None if args.max_mib is None else int(args.max_mib * 2**20))
+                     max_bytes=None if args.max_mib is None else int(args.max_mib * 2**20), changed_since=since)
             print(f"packed {len(m['files'])} files, {m['bytes'] / 2**20:.1f} MiB in {len(m['chunks'])} chunk(s) "
                   f"-> {args.out}")
             for f in m["files"]:
                 print(f"  {f}")
             for rid, size in m["left_out"].items():
                 print(f"  LEFT OUT (over --max-mib {args.max_mib}): {rid}, {size / 2**20:.1f} MiB")
+        elif args.cmd == "gather":
+            folders = gather(args.sources, args.into, None if args.max_mib is None else int(args.max_mib * 2**20))
+            for f in folders:
+                print(f"{f}: {sum(x.stat().st_size for x in f.iterdir()) / 2**20:.1f} MiB, "
+                      f"{len(list(f.iterdir()))} files")
         else:
             written = unpack(args.src, args.store)
             print(f"restored {len(written)} files into {args.store}")
