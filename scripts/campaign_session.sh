@@ -21,7 +21,8 @@
 #   (checkpoints of cut-off runs, new weights matching WEIGHTS_GLOB), packed anew once every chunk of
 #   the previous pack went; a pack larger than one call (a CRD memory bank, a NAS supernet) comes
 #   over several calls, each call saying which pack and chunks it returns. With FINAL=1
-#   (the session's last call) it stops the grids still running, packs the carry (every cut-off run
+#   (the session's last call) it stops the grids still running (TERM; KILL 5 s later, or once a
+#   checkpoint being written has landed, at most SAVE_WAIT_S, 30, s more), packs the carry (every cut-off run
 #   holding a checkpoint, and the weights of the complete runs matching WEIGHTS_GLOB) into
 #   $WORK/carry (chunks of CARRY_CHUNK_MIB, 15) and writes its first chunks, at most CARRY_MAX_MIB
 #   (56) MiB, under $OUT/carry;
@@ -92,7 +93,11 @@ collect)
   cat "$WORK/grid.log"
   for f in "$WORK"/grid-*.log; do echo "== $f"; grep -a "^start \|\] done\|failed\|blocked\|skipped\|cached\|rror" "$f" | tail -20; done
   if [ -n "${FINAL:-}" ] && ! grep -q "all done" "$WORK/grid.log"; then
-    kill -TERM -- "-$(cat "$WORK/grid.pid")" 2>/dev/null; sleep 5; kill -KILL -- "-$(cat "$WORK/grid.pid")" 2>/dev/null
+    kill -TERM -- "-$(cat "$WORK/grid.pid")" 2>/dev/null; sleep 5
+    for _ in $(seq "${SAVE_WAIT_S:-30}"); do  # a checkpoint being written (submitit's jobs outlive TERM) lands first
+      [ -n "$(find "$STORE" -name '*.tmp' -newermt '-60 seconds' 2>/dev/null | head -1)" ] || break; sleep 1
+    done
+    kill -KILL -- "-$(cat "$WORK/grid.pid")" 2>/dev/null
     echo "stopped the grids $(date +%T)"
   fi
   (cd "$GREENLIB_DATA/results" && find paper -type f -newer "$GREENLIB_DATA/.seeded" ! -name '*.pt' ! -name '*.ckpt' \

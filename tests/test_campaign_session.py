@@ -31,6 +31,11 @@ if [ "$1" = -m ] && [ "$2" = greenlib.scaleout.grid ]; then
   echo '{"name": "train"}' > "$run/stages/train.json"
   head -c $((3 * 1048576)) /dev/urandom > "$run/checkpoint.pt"
   echo "start   fake run on a GPU"
+  if [ -n "${FAKE_SAVE_S:-}" ]; then  # as a submitit job (TERM is ignored) caught writing a checkpoint
+    trap '' TERM
+    sleep 1; printf 'the newer checkpoint' > "$run/.checkpoint.pt.x1y2.tmp"
+    sleep "$FAKE_SAVE_S"; mv "$run/.checkpoint.pt.x1y2.tmp" "$run/checkpoint.pt"
+  fi
   sleep "${FAKE_S:-0}"
   echo '{"acc": 0.5}' > "$run/metrics.json"
   echo "[1/1] done    fake run"
@@ -178,3 +183,17 @@ def test_start_unpacks_several_carries_oldest_first_and_the_rolling_carry_skips_
         assert "rolling carry: pack 1, complete" in r.stdout
     finally:
         _call(checkout, env, tmp / "end", "collect", "0", FINAL="1")
+
+
+def test_the_last_call_lets_a_checkpoint_being_written_land_before_it_kills(session):
+    checkout, env, tmp = session
+    assert _call(checkout, env, tmp / "out0", "start", "grid.json@0", FAKE_S="120", FAKE_SAVE_S="9").returncode == 0
+    t0 = time.monotonic()
+    r = _call(checkout, env, tmp / "c0", "collect", "0", FINAL="1")
+    assert r.returncode == 0 and "stopped the grids" in r.stdout, r.stdout + r.stderr
+    assert 3 < time.monotonic() - t0 < 40
+    store = Path(env["GREENLIB_DATA"]) / "results" / "paper"
+    (ckpt,) = store.glob("run-*/checkpoint.pt")
+    assert ckpt.read_bytes() == b"the newer checkpoint" and not list(store.rglob("*.tmp"))
+    man = json.loads((tmp / "c0" / "carry" / "carry.json").read_text())
+    assert f"{ckpt.parent.name}/checkpoint.pt" in man["files"]
