@@ -16,7 +16,8 @@
 #   with setsid, so that they outlive the call.
 # collect: waits up to WAIT_S seconds (default 540) or until every grid has ended, then writes under
 #   $OUT the results that landed (paper.tar.gz: no *.pt/*.ckpt/*.tmp) and the grids' logs; while a
-#   grid runs, also the next chunks (at most CARRY_MAX_MIB, 56, MiB) of a rolling carry, in case the
+#   grid runs, also the next chunks (at most CARRY_MAX_MIB, 56, MiB, and what the results and logs
+#   leave of the OUT_MAX_MIB, 63, MiB that one call returns) of a rolling carry, in case the
 #   machine goes back before the last call (it does 30 s after a call): what changed since start
 #   (checkpoints of cut-off runs, new weights matching WEIGHTS_GLOB), packed anew once every chunk of
 #   the previous pack went; a pack larger than one call (a CRD memory bank, a NAS supernet) comes
@@ -31,11 +32,14 @@ set -u
 : "${GREENLIB_DATA:?set GREENLIB_DATA (the store root on the machine, outside the checkout)}"
 : "${OUT:?set OUT (the folder that comes back)}"
 WORK=${WORK:-/tmp/campaign}
+OUT_MAX_MIB=${OUT_MAX_MIB:-63}  # what one call returns in all (64 MiB), the results and logs included
 STORE=$GREENLIB_DATA/results/paper
 mkdir -p "$WORK" "$STORE"
 
 send_chunks() {  # DIR's unsent chunks (manifest first), at most CARRY_MAX_MIB MiB a call; sets $left
-  local dir=${1:-$WORK/carry} budget=$(( ${CARRY_MAX_MIB:-56} * 1048576 )) used=0 f size sent=""
+  local dir=${1:-$WORK/carry} budget=$(( ${CARRY_MAX_MIB:-56} * 1048576 )) used=0 f size sent="" others
+  others=$(find "$OUT" -maxdepth 1 -type f -printf '%s\n' | awk '{s += $1} END {print s + 0}')
+  [ $((OUT_MAX_MIB * 1048576 - others)) -lt "$budget" ] && budget=$((OUT_MAX_MIB * 1048576 - others))  # results first
   left=0
   mkdir -p "$OUT/carry" && touch "$dir.sent"
   for f in "$dir"/carry.json "$dir"/carry.tar.*; do

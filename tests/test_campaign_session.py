@@ -197,3 +197,19 @@ def test_the_last_call_lets_a_checkpoint_being_written_land_before_it_kills(sess
     assert ckpt.read_bytes() == b"the newer checkpoint" and not list(store.rglob("*.tmp"))
     man = json.loads((tmp / "c0" / "carry" / "carry.json").read_text())
     assert f"{ckpt.parent.name}/checkpoint.pt" in man["files"]
+
+
+def test_the_carry_leaves_room_for_the_results_in_what_one_call_returns(session):
+    checkout, env, tmp = session
+    assert _call(checkout, env, tmp / "out0", "start", "grid.json@0", "grid.json@1", FAKE_S="60").returncode == 0
+    try:
+        out = tmp / "mid"
+        out.mkdir()
+        (out / "results.bin").write_bytes(b"r" * (2 * 2**20))  # as a large paper.tar.gz
+        r = _call(checkout, env, out, "collect", "0", CARRY_CHUNK_MIB="1", CARRY_MAX_MIB="4", OUT_MAX_MIB="5")
+        assert r.returncode == 0, r.stdout + r.stderr
+        carried = sum(f.stat().st_size for f in (out / "carry").iterdir())
+        assert 2 * 2**20 <= carried <= 3 * 2**20 and "come with the next collect" in r.stdout
+        assert sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) <= 5 * 2**20
+    finally:
+        _call(checkout, env, tmp / "end", "collect", "0", FINAL="1")
