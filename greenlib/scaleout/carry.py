@@ -51,6 +51,16 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _matches(part: bytes, chunk: dict) -> bool:
+    """Whether ``part`` is the manifest entry ``chunk`` (its size and SHA-256)."""
+    return len(part) == chunk["bytes"] and _sha256(part) == chunk["sha256"]
+
+
+def _check_max_bytes(max_bytes: int | None) -> None:
+    if max_bytes is not None and (not isinstance(max_bytes, int) or max_bytes < 1):
+        raise CarryError(f"max_bytes={max_bytes!r} is not accepted; accepted: an int >= 1 or None")
+
+
 def to_carry(store_root: str | Path, weights: Sequence[str] = (), changed_since: float | None = None) -> list[Path]:
     """The files :func:`pack` takes from ``store_root``, relative to it, sorted.
 
@@ -85,8 +95,7 @@ def pack(store_root: str | Path, out_dir: str | Path, weights: Sequence[str] = (
     ``changed_since``: see :func:`to_carry`."""
     if not isinstance(chunk_bytes, int) or chunk_bytes < 1:
         raise CarryError(f"chunk_bytes={chunk_bytes!r} is not accepted; accepted: an int >= 1")
-    if max_bytes is not None and (not isinstance(max_bytes, int) or max_bytes < 1):
-        raise CarryError(f"max_bytes={max_bytes!r} is not accepted; accepted: an int >= 1 or None")
+    _check_max_bytes(max_bytes)
     root, out = Path(store_root), Path(out_dir)
     files = to_carry(root, weights, changed_since)
     left_out: dict[str, int] = {}
@@ -137,7 +146,7 @@ def unpack(src_dir: str | Path, store_root: str | Path, name: str = "carry") -> 
         if not path.is_file():
             raise CarryError(f"chunk {str(path)!r} is missing ({len(manifest['chunks'])} chunks in {man_path.name})")
         part = path.read_bytes()
-        if len(part) != c["bytes"] or _sha256(part) != c["sha256"]:
+        if not _matches(part, c):
             raise CarryError(f"chunk {str(path)!r} is damaged: its size or SHA-256 differs from {man_path.name}")
         parts.append(part)
     data = b"".join(parts)
@@ -162,8 +171,7 @@ def gather(sources: Sequence[str | Path], into: str | Path, max_bytes: int | Non
     folders, in any order), checked and copied into ``into`` and, past ``max_bytes`` a folder (what
     one call carries out beside the working tree), into ``<into>+2``, ``<into>+3`` ... (the device
     calls' set-up joins them again); returns the folders written."""
-    if max_bytes is not None and (not isinstance(max_bytes, int) or max_bytes < 1):
-        raise CarryError(f"max_bytes={max_bytes!r} is not accepted; accepted: an int >= 1 or None")
+    _check_max_bytes(max_bytes)
     srcs = [Path(s) for s in sources]
     for s in srcs:
         if not s.is_dir():
@@ -174,12 +182,12 @@ def gather(sources: Sequence[str | Path], into: str | Path, max_bytes: int | Non
         raise CarryError(f"the sources hold {len(manifests)} different {name}.json ({found}); give one carry's calls")
     man_bytes, man_path = next(iter(manifests.items()))
     manifest = json.loads(man_bytes)
-    chunks, missing = [], []
+    chunks, missing = [(man_path.name, man_bytes)], []  # the manifest first, then its chunks in order
     for c in manifest["chunks"]:
         found = [s / c["file"] for s in srcs if (s / c["file"]).is_file()]
-        good = [f for f in found if f.stat().st_size == c["bytes"] and _sha256(f.read_bytes()) == c["sha256"]]
-        if good:
-            chunks.append(good[0])
+        good = next((data for data in (f.read_bytes() for f in found) if _matches(data, c)), None)
+        if good is not None:
+            chunks.append((c["file"], good))
         elif found:
             raise CarryError(f"chunk {str(found[0])!r} is damaged: its size or SHA-256 differs from {man_path}")
         else:
@@ -188,8 +196,8 @@ def gather(sources: Sequence[str | Path], into: str | Path, max_bytes: int | Non
         raise CarryError(f"{len(missing)} chunk(s) of {man_path} are in none of the sources: {', '.join(missing)}")
     out, folders, used = Path(into), [], 0
     target = out
-    for f in [man_path, *chunks]:
-        size = f.stat().st_size
+    for file_name, data in chunks:
+        size = len(data)
         if folders and max_bytes is not None and used + size > max_bytes:
             target, used = out.with_name(f"{out.name}+{len(folders) + 1}"), 0
         if not folders or folders[-1] != target:
@@ -197,7 +205,7 @@ def gather(sources: Sequence[str | Path], into: str | Path, max_bytes: int | Non
                 raise CarryError(f"{str(target)!r} is not empty: gather into a new folder")
             target.mkdir(parents=True, exist_ok=True)
             folders.append(target)
-        (target / f.name).write_bytes(f.read_bytes())
+        (target / file_name).write_bytes(data)
         used += size
     return folders
 
