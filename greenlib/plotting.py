@@ -157,6 +157,41 @@ def plot_winner_regions(table: pd.DataFrame, mui_min: float, mui_max: float, *, 
     return fig
 
 
+def plot_crossovers(table: pd.DataFrame, *, title: str, x: str = "pruner", by: str = "finetune_epochs",
+                    by_label: str = "{} fine-tune epochs", markers: str = "osD^v<>", ax=None) -> Figure:
+    """Each row's ``crossover_mui`` (the MUI above which it beats its base model) on a log y axis
+    against ``x``, one marker per value of ``by``.
+
+    A row without a crossover (NaN: it never beats its base) has no point; it is named in a note
+    on the axes instead, and a ``by`` value with no crossover at all gets no legend entry.
+    """
+    fig, ax = _axes(ax, (6.4, 4.4))
+    finite = table["crossover_mui"].astype(float).pipe(np.isfinite)
+    ax.set(title=title, xlabel=x, ylabel="crossover MUI with the base model")
+    names = list(dict.fromkeys(table[x].astype(str)))  # every x on the axis, with or without a point
+    ax.set_xticks(range(len(names)), names, rotation=30 if len(names) > 4 else 0,
+                  ha="right" if len(names) > 4 else "center")
+    ax.set_xlim(-0.5, len(names) - 0.5)
+    for (value, part), marker in zip(table[finite].groupby(by, sort=True), markers):
+        ax.scatter(part[x].astype(str).map(names.index), part["crossover_mui"], marker=marker,
+                   label=by_label.format(_fmt(value)))
+    if finite.any():
+        ax.set_yscale("log")
+        ax.legend(frameon=False, fontsize=8)
+    never = table[~finite]
+    if len(never):
+        missing = ", ".join(f"{r[x]} ({by_label.format(_fmt(r[by]))})" for _, r in never.iterrows())
+        ax.text(0.01, 0.01, f"never beats its base (no crossover): {missing}", transform=ax.transAxes,
+                fontsize=7, color="0.3", ha="left", va="bottom", wrap=True)
+    _style(ax)
+    return fig
+
+
+def _fmt(value) -> str:
+    """A number as a label: 2.0 -> '2', 0.5 -> '0.5'."""
+    return f"{value:g}" if isinstance(value, (int, float, np.number)) else str(value)
+
+
 def plot_power_series(series: dict[str, pd.DataFrame], means: pd.DataFrame, *, title: str,
                       reference_w: float | None = None, ax=None) -> Figure:
     """Power against time for several recordings of one window, each with its mean (Figure 5).

@@ -85,3 +85,39 @@ def test_a_method_of_g_zero_is_named_in_a_note_not_an_empty_legend_entry(methods
     notes = [t.get_text() for t in axes[0].texts]
     assert any("dead net" in n and "G = 0" in n for n in notes)
     assert "W·h" in axes[0].get_ylabel()
+
+
+def _crossovers(short: list[float], long: list[float]) -> pd.DataFrame:
+    pruners = ["l1", "fpgm", "apoz"]
+    return pd.DataFrame({"pruner": pruners * 2, "finetune_epochs": [1.0] * 3 + [2.0] * 3,
+                         "crossover_mui": [*short, *long]})
+
+
+def test_crossovers_one_marker_per_fine_tune_length(tmp_path):
+    fig = plotting.plot_crossovers(_crossovers([4e3, 6e3, 6e3], [1e4, 5e3, 1e5]), title="x")
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log" and [t.get_text() for t in ax.get_xticklabels()] == ["l1", "fpgm", "apoz"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["1 fine-tune epochs", "2 fine-tune epochs"]
+    assert sorted(y for c in ax.collections for y in c.get_offsets()[:, 1]) == [4e3, 5e3, 6e3, 6e3, 1e4, 1e5]
+    assert not ax.texts
+    io.save_figure(fig, "crossovers", tmp_path)
+
+
+def test_crossovers_a_length_that_never_beats_its_base_is_a_note_not_a_legend_entry(tmp_path):
+    # one fine-tune length with no crossover at all made matplotlib's legend fail on save (CI, 02_pruning)
+    fig = plotting.plot_crossovers(_crossovers([np.nan] * 3, [1e4, np.nan, 1e5]), title="x")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["2 fine-tune epochs"]
+    assert [tuple(p) for c in ax.collections for p in c.get_offsets()] == [(0, 1e4), (2, 1e5)]  # l1, apoz
+    note, = [t.get_text() for t in ax.texts]
+    assert "never beats its base" in note and "fpgm (2 fine-tune epochs)" in note and "l1 (1 fine-tune epochs)" in note
+    png, pdf = io.save_figure(fig, "crossovers", tmp_path)
+    assert png.stat().st_size > 0 and pdf.stat().st_size > 0
+
+
+def test_crossovers_none_at_all_draws_an_empty_linear_axis_with_the_note(tmp_path):
+    fig = plotting.plot_crossovers(_crossovers([np.nan] * 3, [np.nan] * 3), title="x")
+    ax = fig.axes[0]
+    assert ax.get_legend() is None and ax.get_yscale() == "linear" and not ax.collections
+    assert "apoz (2 fine-tune epochs)" in ax.texts[0].get_text()
+    io.save_figure(fig, "crossovers", tmp_path)
