@@ -172,8 +172,10 @@ def plot_crossovers(table: pd.DataFrame, *, title: str, x: str = "pruner", by: s
     ax.set_xticks(range(len(names)), names, rotation=30 if len(names) > 4 else 0,
                   ha="right" if len(names) > 4 else "center")
     ax.set_xlim(-0.5, len(names) - 0.5)
-    for (value, part), marker in zip(table[finite].groupby(by, sort=True), markers):
-        ax.scatter(part[x].astype(str).map(names.index), part["crossover_mui"], marker=marker,
+    style = {v: (markers[i % len(markers)], f"C{i}") for i, v in enumerate(sorted(table[by].dropna().unique()))}
+    for value, part in table[finite].groupby(by, sort=True):  # each value keeps its marker and colour
+        marker, colour = style[value]
+        ax.scatter(part[x].astype(str).map(names.index), part["crossover_mui"], marker=marker, color=colour,
                    label=by_label.format(_fmt(value)))
     if finite.any():
         ax.set_yscale("log")

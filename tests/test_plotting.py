@@ -2,6 +2,7 @@
 axis, and saves through greenlib.io."""
 from __future__ import annotations
 
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -109,6 +110,8 @@ def test_crossovers_a_length_that_never_beats_its_base_is_a_note_not_a_legend_en
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["2 fine-tune epochs"]
     assert [tuple(p) for c in ax.collections for p in c.get_offsets()] == [(0, 1e4), (2, 1e5)]  # l1, apoz
+    # 2 epochs keep the second length's colour though the first has no point
+    assert tuple(ax.collections[0].get_facecolor()[0]) == matplotlib.colors.to_rgba("C1")
     note, = [t.get_text() for t in ax.texts]
     assert "never beats its base" in note and "fpgm (2 fine-tune epochs)" in note and "l1 (1 fine-tune epochs)" in note
     png, pdf = io.save_figure(fig, "crossovers", tmp_path)
