@@ -70,9 +70,13 @@ def _drop_zero_g(curves: pd.DataFrame, ax) -> pd.DataFrame:
     each named in a note on the axes instead of an empty legend entry."""
     zero = [lab for lab, g in curves.groupby("label", sort=False)["g"] if not (g > 0).any()]
     if zero:
-        ax.text(0.01, 0.01, f"not drawn, G = 0 (Acc = 0) on a log axis: {', '.join(map(str, zero))}",
-                transform=ax.transAxes, fontsize=7, color="0.3", ha="left", va="bottom")
+        _note(ax, f"not drawn, G = 0 (Acc = 0) on a log axis: {', '.join(map(str, zero))}")
     return curves[~curves["label"].isin(zero)]
+
+
+def _note(ax, text: str, wrap: bool = False) -> None:
+    """A small grey note in the axes' lower left corner: what the panel leaves out, and why."""
+    ax.text(0.01, 0.01, text, transform=ax.transAxes, fontsize=7, color="0.3", ha="left", va="bottom", wrap=wrap)
 
 
 def plot_g_vs_mui(table: pd.DataFrame, mui_min: float, mui_max: float, *, title: str,
@@ -169,8 +173,8 @@ def plot_crossovers(table: pd.DataFrame, *, title: str, x: str = "pruner", by: s
     finite = table["crossover_mui"].astype(float).pipe(np.isfinite)
     ax.set(title=title, xlabel=x, ylabel="crossover MUI with the base model")
     names = list(dict.fromkeys(table[x].astype(str)))  # every x on the axis, with or without a point
-    ax.set_xticks(range(len(names)), names, rotation=30 if len(names) > 4 else 0,
-                  ha="right" if len(names) > 4 else "center")
+    tilt = len(names) > 4  # long names side by side would overlap
+    ax.set_xticks(range(len(names)), names, rotation=30 if tilt else 0, ha="right" if tilt else "center")
     ax.set_xlim(-0.5, len(names) - 0.5)
     style = {v: (markers[i % len(markers)], f"C{i}") for i, v in enumerate(sorted(table[by].dropna().unique()))}
     for value, part in table[finite].groupby(by, sort=True):  # each value keeps its marker and colour
@@ -183,8 +187,7 @@ def plot_crossovers(table: pd.DataFrame, *, title: str, x: str = "pruner", by: s
     never = table[~finite]
     if len(never):
         missing = ", ".join(f"{r[x]} ({by_label.format(_fmt(r[by]))})" for _, r in never.iterrows())
-        ax.text(0.01, 0.01, f"never beats its base (no crossover): {missing}", transform=ax.transAxes,
-                fontsize=7, color="0.3", ha="left", va="bottom", wrap=True)
+        _note(ax, f"never beats its base (no crossover): {missing}", wrap=True)
     _style(ax)
     return fig
 
