@@ -4,12 +4,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tarfile
 
 import pytest
 import torch
 
 from greenlib.io import atomic_write_bytes
-from greenlib.results import ResultsStore
+from greenlib.results import ResultsStore, incomplete_reason
 from greenlib.scaleout import carry
 from test_train import Batches, Interrupt, _fit
 
@@ -136,6 +137,38 @@ def test_changed_since_keeps_what_a_machine_added_to_the_carry_it_started_with(t
                        str(tmp_path / "nowhere")]) == 2
 
 
+def test_a_run_that_ended_since_start_travels_with_its_results_so_the_next_machine_skips_it(tmp_path):
+    a = tmp_path / "a"
+    teacher, killed, _ = _store_with_a_killed_run_and_a_teacher(a)
+    mark = tmp_path / "unpacked"
+    mark.touch()
+    old, later = mark.stat().st_mtime - 60, mark.stat().st_mtime + 60
+    for f in a.rglob("*"):
+        os.utime(f, (old, old))  # the committed store and the carry the machine started with
+    done = ResultsStore(a).open({"kind": "distillation", "model": "s", "seed": 0})
+    (done.folder / "model.pt").write_bytes(b"student weights")
+    (done.folder / "checkpoint.pt").write_bytes(b"last checkpoint")  # left by a trainer that does not remove it
+    (done.folder / "stages").mkdir()
+    (done.folder / "stages" / "distillation.json").write_text('{"name": "distillation"}')
+    done.finish({"acc": 0.7}, {"hardware": "H200"})
+    for f in done.folder.rglob("*"):
+        os.utime(f, (later, later))  # it ended on this machine
+    since = mark.stat().st_mtime
+    results = sorted(f"{done.id}/{n}" for n in ("config.json", "environment.json", "metrics.json", "result.json",
+                                                "stages/distillation.json"))
+    assert [p.as_posix() for p in carry.to_carry(a, ["teacher-*"], changed_since=since)] == results
+    assert f"{done.id}/model.pt" in [p.as_posix() for p in carry.to_carry(a, [done.id], changed_since=since)]
+    assert not any(p.parts[0] == done.id for p in carry.to_carry(a, ["teacher-*"]))  # the last pack: it came back
+
+    carry.pack(a, tmp_path / "out", ["teacher-*"], changed_since=since)
+    b = tmp_path / "b"  # the next machine: the committed store (without the run), then this carry
+    shutil.copytree(a / teacher.id, b / teacher.id, ignore=shutil.ignore_patterns("*.pt"))
+    assert sorted(carry.unpack(tmp_path / "out", b)) == results
+    again = ResultsStore(b).get(done.id)
+    assert incomplete_reason(b / done.id) is None and again.result["metrics"] == {"acc": 0.7}
+    assert not (b / done.id / "checkpoint.pt").exists() and not (b / killed.id).exists()
+
+
 def test_gather_checks_a_carry_returned_over_several_calls_and_splits_it_for_the_calls_out(tmp_path, capsys):
     _store_with_a_killed_run_and_a_teacher(tmp_path / "a")
     m = carry.pack(tmp_path / "a", tmp_path / "packed", weights=["*"], chunk_bytes=20_000)
@@ -169,3 +202,48 @@ def test_gather_checks_a_carry_returned_over_several_calls_and_splits_it_for_the
     with pytest.raises(carry.CarryError, match="is not empty"):
         carry.gather([tmp_path / "packed"], tmp_path / ".cr7")
     assert not (tmp_path / ".cr8").exists()
+
+
+def _results_archive(results, path, exclude=("*.pt",)):
+    """What ``campaign_session.sh collect`` returns: the store's files under ``<profile>/``, no weights."""
+    with tarfile.open(path, "w:gz") as tar:
+        for f in sorted(results.rglob("*")):
+            if f.is_file() and not any(f.match(x) for x in exclude):
+                tar.add(f, arcname=f.relative_to(results.parent).as_posix())
+
+
+def test_land_takes_the_complete_runs_of_the_calls_archives_and_never_overwrites_a_stored_one(tmp_path, capsys):
+    machine = ResultsStore(tmp_path / "machine" / "paper")
+    ended = machine.open({"kind": "distillation", "model": "s", "seed": 0})
+    (ended.folder / "model.pt").write_bytes(b"weights")
+    ended.finish({"acc": 0.736}, {"hardware": "H200"})
+    cut = machine.open({"kind": "distillation", "model": "s", "seed": 1})
+    (cut.folder / "checkpoint.pt").write_bytes(b"epoch 210")
+    shared = machine.open({"kind": "teacher", "model": "t", "seed": 0})
+    shared.finish({"acc": 0.9}, {})
+    (machine.root / ".locks").mkdir(exist_ok=True)
+    (machine.root / ".locks" / f"{cut.id}.lock").write_text("")
+    (tmp_path / "call7").mkdir()
+    _results_archive(machine.root, tmp_path / "call7" / "paper.tar.gz")
+
+    committed = ResultsStore(tmp_path / "repo" / "paper")
+    kept = committed.open({"kind": "teacher", "model": "t", "seed": 0})
+    kept.finish({"acc": 0.5}, {})  # stored earlier: the archive's copy must not replace it
+    assert carry.main(["land", str(tmp_path / "call7"), "--into", str(committed.root)]) == 0
+    said = capsys.readouterr().out
+    assert f"landed {ended.id}" in said and f"left as it is: {shared.id}" in said
+    assert f"not complete, left out: {cut.id}" in said
+    assert incomplete_reason(committed.root / ended.id) is None
+    assert committed.get(ended.id).result["metrics"] == {"acc": 0.736}
+    assert committed.get(kept.id).result["metrics"] == {"acc": 0.5}
+    assert not (committed.root / cut.id).exists() and not (committed.root / ".locks").exists()
+    assert not (committed.root / ended.id / "model.pt").exists()
+
+    quick = tmp_path / "machine" / "quick"
+    shutil.copytree(machine.root / ended.id, quick / ended.id)
+    _results_archive(quick, tmp_path / "quick.tar.gz")
+    with pytest.raises(carry.CarryError, match="holds profile 'quick', not 'paper'"):
+        carry.land([tmp_path / "quick.tar.gz"], committed.root)
+    (tmp_path / "bad.tar.gz").write_bytes(b"not an archive")
+    assert carry.main(["land", str(tmp_path / "bad.tar.gz"), "--into", str(committed.root)]) == 2
+    assert "cannot read the results archive" in capsys.readouterr().err

@@ -12,13 +12,20 @@ splits it into folders that one call each carries out again::
     python -m greenlib.scaleout.carry pack  /tmp/greenlib/results/paper $OUT/carry --weights 'teacher-*'
     python -m greenlib.scaleout.carry unpack carried/ data/results/paper
     python -m greenlib.scaleout.carry gather call1/carry call2/carry call3/carry --into .cr7 --max-mib 48
+    python -m greenlib.scaleout.carry land call1 call2 --into data/results/paper
+
+``land`` takes the runs that ended from the results archives the calls returned
+(``paper.tar.gz`` of ``scripts/campaign_session.sh collect``) into the committed store: complete
+runs only, never over a run already complete there, ``result.json`` written last.
 
 What is packed: every interrupted run folder (no complete ``result.json``) that holds a checkpoint,
 whole (its config, finished stages and traces with it), and the weights (``model.pt``) of the
 complete runs whose id matches a ``--weights`` pattern; never the leftover temporary of a write that
 was killed before its rename (``*.tmp``, :func:`greenlib.io.atomic_write_bytes`). ``--changed-since
 FILE`` keeps only what changed after FILE was touched (a run whose checkpoint is newer, weights that
-are newer): what a machine adds to the carry it was started with. ``unpack`` never overwrites a
+are newer, a run that ended since, with its results but no checkpoint or weights unless asked
+for): what a machine adds to the carry it was started with, so that the next machine, started
+from the committed store and this carry, neither repeats a run that ended nor loses one cut off. ``unpack`` never overwrites a
 file of a run that is complete in the target store (it adds the weights such a run lacks); in an
 interrupted run the carried files replace the older ones, so several carries unpacked oldest first
 leave the newest state.
@@ -32,6 +39,7 @@ import io
 import json
 import sys
 import tarfile
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -65,7 +73,8 @@ def to_carry(store_root: str | Path, weights: Sequence[str] = (), changed_since:
     """The files :func:`pack` takes from ``store_root``, relative to it, sorted.
 
     ``changed_since`` (a POSIX time): only interrupted runs whose checkpoint was written after it,
-    and only weights written after it."""
+    only weights written after it, and the runs that ended after it (their results, no weights
+    unless asked for): a machine lost later restarts from this carry without running them again."""
     root = Path(store_root)
     if not root.is_dir():
         raise CarryError(f"store {str(root)!r} is not a folder")
@@ -73,13 +82,18 @@ def to_carry(store_root: str | Path, weights: Sequence[str] = (), changed_since:
     def new(f: Path) -> bool:
         return changed_since is None or f.stat().st_mtime > changed_since
 
+    def checkpoint(f: Path) -> bool:
+        return any(fnmatch.fnmatch(f.name, pat) for pat in CHECKPOINTS)
+
     out: list[Path] = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         files = sorted(f for f in folder.rglob("*") if f.is_file() and not fnmatch.fnmatch(f.name, TEMPORARIES))
-        if incomplete_reason(folder) is None:  # complete: only the weights asked for
-            if any(fnmatch.fnmatch(folder.name, w) for w in weights):
-                out += [f for f in files if f.name == "model.pt" and new(f)]
-        elif any(fnmatch.fnmatch(f.name, pat) and new(f) for f in files for pat in CHECKPOINTS):
+        if incomplete_reason(folder) is None:  # complete: the weights asked for; its results if it ended here
+            wanted = any(fnmatch.fnmatch(folder.name, w) for w in weights)
+            ended_here = changed_since is not None and new(folder / "result.json")
+            out += [f for f in files if (wanted and f.name == "model.pt" and new(f))
+                    or (ended_here and not checkpoint(f))]
+        elif any(checkpoint(f) and new(f) for f in files):
             out += files  # interrupted with a checkpoint: the whole folder resumes elsewhere
     return [f.relative_to(root) for f in out]
 
@@ -210,6 +224,54 @@ def gather(sources: Sequence[str | Path], into: str | Path, max_bytes: int | Non
     return folders
 
 
+def land(archives: Sequence[str | Path], store_root: str | Path) -> dict:
+    """The complete runs of results archives (``<profile>/<run id>/...`` members, oldest archive
+    first: a later one's file replaces an earlier one's) written into ``store_root``, whose folder
+    name must be the profile. Returns ``landed`` and ``stored`` (run ids; already complete there,
+    left as they are) and ``incomplete`` (run id -> why it was left out)."""
+    root = Path(store_root)
+    runs: dict[str, dict[str, bytes]] = {}
+    for a in archives:
+        path = Path(a)
+        if path.is_dir():
+            path = path / "paper.tar.gz"
+        try:
+            with tarfile.open(path, mode="r:*") as tar:
+                for member in tar.getmembers():
+                    rel = Path(member.name)
+                    if member.isdir():
+                        continue
+                    if not member.isfile() or rel.is_absolute() or ".." in rel.parts or len(rel.parts) < 3:
+                        raise CarryError(f"{str(path)!r}: member {member.name!r} is not a file inside a run folder")
+                    if rel.parts[0] != root.name:
+                        raise CarryError(f"{str(path)!r} holds profile {rel.parts[0]!r}, not {root.name!r} "
+                                         f"(the store {str(root)!r})")
+                    if rel.parts[1].startswith("."):  # the store's lock files
+                        continue
+                    runs.setdefault(rel.parts[1], {})[Path(*rel.parts[2:]).as_posix()] = \
+                        tar.extractfile(member).read()
+        except (OSError, tarfile.TarError) as e:
+            raise CarryError(f"{str(path)!r}: cannot read the results archive ({e})") from None
+    out: dict = {"landed": [], "stored": [], "incomplete": {}}
+    for rid, files in sorted(runs.items()):
+        if incomplete_reason(root / rid) is None:
+            out["stored"].append(rid)
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            check = Path(tmp) / rid
+            for name, data in files.items():
+                (check / name).parent.mkdir(parents=True, exist_ok=True)
+                (check / name).write_bytes(data)
+            reason = incomplete_reason(check)
+        if reason is not None:
+            out["incomplete"][rid] = reason
+            continue
+        for name in sorted(files, key=lambda n: n == "result.json"):  # result.json last: complete from there on
+            atomic_write_bytes(root / rid / name, files[name])
+        out["landed"].append(rid)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m greenlib.scaleout.carry", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -222,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     a.add_argument("--max-mib", type=float, default=None,
                    help="pack interrupted runs, then weights, smallest first, while the total stays under this")
     a.add_argument("--changed-since", metavar="FILE", default=None,
-                   help="only checkpoints and weights written after FILE was (e.g. a mark touched at unpack)")
+                   help="only checkpoints, weights and runs that ended written after FILE was (e.g. a mark touched at unpack)")
     b = sub.add_parser("unpack", help="check, join and restore chunks into a store")
     b.add_argument("src")
     b.add_argument("store")
@@ -230,6 +292,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     g.add_argument("sources", nargs="+", help="the calls' output folders holding the carry's files")
     g.add_argument("--into", required=True, help="the first folder (e.g. .cr7); the next ones are .cr7+2, ...")
     g.add_argument("--max-mib", type=float, default=None, help="at most this much a folder (one call out)")
+    d = sub.add_parser("land", help="the complete runs of the calls' results archives into the committed store")
+    d.add_argument("archives", nargs="+", help="paper.tar.gz files, or the calls' output folders holding one, oldest first")
+    d.add_argument("--into", required=True, help="the store, e.g. data/results/paper")
     args = p.parse_args(argv)
     try:
         if args.cmd == "pack":
@@ -252,6 +317,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             for f in folders:
                 print(f"{f}: {sum(x.stat().st_size for x in f.iterdir()) / 2**20:.1f} MiB, "
                       f"{len(list(f.iterdir()))} files")
+        elif args.cmd == "land":
+            res = land(args.archives, args.into)
+            for rid in res["landed"]:
+                print(f"landed {rid}")
+            for rid in res["stored"]:
+                print(f"already complete in {args.into}, left as it is: {rid}")
+            for rid, why in res["incomplete"].items():
+                print(f"not complete, left out: {rid} ({why})")
         else:
             written = unpack(args.src, args.store)
             print(f"restored {len(written)} files into {args.store}")
