@@ -12,9 +12,11 @@ image-epoch of each stage kind and key. :func:`predict` multiplies the two::
 Where the exact (kind, key, batch size) was not measured, the same key at another batch size is
 used, scaled by the ratio of the two batch sizes' rates where some key of that kind was measured at
 both (notebook 10 measures KD at 32-1024; flagged ``batch 128 scaled to 64``) and unscaled
-otherwise (``batch size differs``); else the kind's median rate per training FLOP scaled to the
-key's FLOPs (``scaled by FLOPs``); else no estimate. NAS stages are priced per image-epoch of
-the space size the rates were measured at: a larger space (the paper's) costs more, so the
+otherwise (``batch size differs``); else the median rate per training FLOP of the same method (the
+distiller or pruner after the key's ``/``) at other models, scaled to the key's FLOPs (``scaled by
+FLOPs, same method``: CRD VGG13→VGG8 took 2.4 times the energy of KD on the same pair), or of the
+whole kind where that method was never measured (``scaled by FLOPs``); else no estimate. NAS
+stages are priced per image-epoch of the space size the rates were measured at: a larger space (the paper's) costs more, so the
 prediction is a lower bound there.
 
 Eager and graphed training run at different rates (``graph_capture``, docs/training.md): a planned
@@ -230,8 +232,10 @@ def _pricer(r: pd.DataFrame) -> Callable[[str, str, int], tuple[str, float, floa
     exact = r.groupby(["kind", "key", "batch_size"])[["j_per_image_epoch", "s_per_image_epoch"]].median()
     by_key = r.groupby(["kind", "key"])[["j_per_image_epoch", "s_per_image_epoch"]].median()
     flops = r.assign(f=[training_flops(k, key) for k, key in zip(r["kind"], r["key"])]).dropna(subset=["f"])
-    per_flop = (flops.assign(j=flops["j_per_image_epoch"] / flops["f"], s=flops["s_per_image_epoch"] / flops["f"])
-                .groupby("kind")[["j", "s"]].median())
+    flops = flops.assign(j=flops["j_per_image_epoch"] / flops["f"], s=flops["s_per_image_epoch"] / flops["f"],
+                         method=[key.partition("/")[2] for key in flops["key"]])
+    per_flop = flops.groupby("kind")[["j", "s"]].median()
+    per_flop_method = flops[flops["method"] != ""].groupby(["kind", "method"])[["j", "s"]].median()
 
     def price(kind: str, key: str, batch_size: int) -> tuple[str, float, float]:
         if (kind, key, batch_size) in exact.index:
@@ -245,7 +249,10 @@ def _pricer(r: pd.DataFrame) -> Callable[[str, str, int], tuple[str, float, floa
                 return f"batch {int(measured_bs)} scaled to {batch_size}", j * ratio[0], s * ratio[1]
             return "batch size differs", j, s
         if kind in per_flop.index and np.isfinite(training_flops(kind, key)):
-            f = training_flops(kind, key)
+            f, method = training_flops(kind, key), key.partition("/")[2]
+            if method and (kind, method) in per_flop_method.index:  # a distiller's or pruner's own cost per FLOP
+                j, s = per_flop_method.loc[(kind, method)]
+                return "scaled by FLOPs, same method", j * f, s * f
             return "scaled by FLOPs", per_flop.loc[kind, "j"] * f, per_flop.loc[kind, "s"] * f
         return NO_MEASUREMENT, np.nan, np.nan
 

@@ -36,6 +36,9 @@ def store(tmp_path):
              {"distillation": _stage(j, j / 10, 1)})
     _add(s, {"kind": "distillation", "model": "vgg8", "teacher": "vgg13", "student": "vgg8", "method": "KD",
              "batch_size": 128, "train_size": 100, "epochs": 1}, {"distillation": _stage(100.0, 10.0, 1)})
+    # CRD on one pair, at 2.4 times KD's energy there (its memory bank and embedding heads)
+    _add(s, {"kind": "distillation", "model": "vgg8", "teacher": "vgg13", "student": "vgg8", "method": "CRD",
+             "batch_size": 128, "train_size": 100, "epochs": 1}, {"distillation": _stage(240.0, 24.0, 1)})
     return s
 
 
@@ -58,7 +61,9 @@ def test_predict_prices_each_stage_and_says_how(store):
     planned = _plan([
         ("01", "train", "vgg16", 128, 160, 50_000, 3),            # measured
         ("04", "distill", "vgg13:vgg8/KD", 64, 240, 50_000, 1),   # another batch, scaled by the wrn pair's ratio
-        ("04", "distill", "resnet56:resnet20/KD", 128, 240, 50_000, 1),  # FLOPs-scaled
+        ("04", "distill", "resnet56:resnet20/KD", 128, 240, 50_000, 1),  # FLOPs-scaled from KD's other pairs
+        ("04", "distill", "resnet56:resnet20/CRD", 128, 240, 50_000, 1),  # ... from CRD's one pair
+        ("04", "distill", "resnet56:resnet20/AT", 128, 240, 50_000, 1),  # never measured: from every distiller
         ("05", "nas_search", "darts", 128, 50, 50_000, 1),        # nothing to go on
     ])
     p = cost.predict(planned, rates).set_index("key")
@@ -67,8 +72,13 @@ def test_predict_prices_each_stage_and_says_how(store):
     assert p.loc["vgg16", "gpu_hours"] == pytest.approx(0.2 * 160 * 50_000 * 3 / 3600)
     assert p.loc["vgg13:vgg8/KD", "basis"] == "batch 128 scaled to 64"
     assert p.loc["vgg13:vgg8/KD", "energy_kwh"] == pytest.approx(1.0 * 1.5 * 240 * 50_000 / 3.6e6)
-    assert p.loc["resnet56:resnet20/KD", "basis"] == "scaled by FLOPs"
-    assert p.loc["resnet56:resnet20/KD", "energy_kwh"] > 0
+    assert p.loc["resnet56:resnet20/KD", "basis"] == "scaled by FLOPs, same method"
+    assert p.loc["resnet56:resnet20/CRD", "basis"] == "scaled by FLOPs, same method"
+    f = cost.training_flops("distill", "resnet56:resnet20/CRD") / cost.training_flops("distill", "vgg13:vgg8/CRD")
+    assert p.loc["resnet56:resnet20/CRD", "energy_kwh"] == pytest.approx(2.4 * f * 240 * 50_000 / 3.6e6)
+    assert p.loc["resnet56:resnet20/KD", "energy_kwh"] < p.loc["resnet56:resnet20/AT", "energy_kwh"] \
+        < p.loc["resnet56:resnet20/CRD", "energy_kwh"]  # KD its own rate, AT every distiller's median
+    assert p.loc["resnet56:resnet20/AT", "basis"] == "scaled by FLOPs"
     assert p.loc["darts", "basis"] == "no measurement" and math.isnan(p.loc["darts", "energy_kwh"])
     per = cost.per_notebook(p.reset_index()).set_index("notebook")
     assert math.isnan(per.loc["05", "energy_kwh"]) and per.loc["05", "not_estimated"] == 1
