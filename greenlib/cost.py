@@ -16,8 +16,8 @@ otherwise (``batch size differs``); else the median rate per training FLOP of th
 distiller or pruner after the key's ``/``) at other models, scaled to the key's FLOPs (``scaled by
 FLOPs, same method``: CRD VGG13→VGG8 took 2.4 times the energy of KD on the same pair), or of the
 whole kind where that method was never measured (``scaled by FLOPs``); else no estimate. NAS
-stages are priced per image-epoch of the space size the rates were measured at: a larger space (the paper's) costs more, so the
-prediction is a lower bound there.
+stages are priced per image-epoch of the space size the rates were measured at: a larger space
+(the paper's) costs more, so the prediction is a lower bound there.
 
 Eager and graphed training run at different rates (``graph_capture``, docs/training.md): a planned
 stage carries the step its profile asks for (``graph_capture``; NAS search and the sampling study

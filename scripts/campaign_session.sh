@@ -20,8 +20,9 @@
 #   leave of the OUT_MAX_MIB, 63, MiB that one call returns) of a rolling carry, in case the
 #   machine goes back before the last call (it does 30 s after a call): what changed since start
 #   (checkpoints of cut-off runs, new weights matching WEIGHTS_GLOB, the results of runs that ended),
-#   packed anew once every chunk of the previous pack went; a pack larger than one call (a CRD memory bank, a NAS supernet) comes
-#   over several calls, each call saying which pack and chunks it returns. With FINAL=1
+#   packed anew once every chunk of the previous pack went; a pack larger than one call (a CRD
+#   memory bank, a NAS supernet) comes over several calls, each call saying which pack and chunks
+#   it returns. With FINAL=1
 #   (the session's last call) it stops the grids still running (TERM; KILL 5 s later, or once a
 #   checkpoint being written has landed, at most SAVE_WAIT_S, 30, s more), packs the carry (every cut-off run
 #   holding a checkpoint, and the weights of the complete runs matching WEIGHTS_GLOB) into

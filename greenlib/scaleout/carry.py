@@ -25,10 +25,10 @@ was killed before its rename (``*.tmp``, :func:`greenlib.io.atomic_write_bytes`)
 FILE`` keeps only what changed after FILE was touched (a run whose checkpoint is newer, weights that
 are newer, a run that ended since, with its results but no checkpoint or weights unless asked
 for): what a machine adds to the carry it was started with, so that the next machine, started
-from the committed store and this carry, neither repeats a run that ended nor loses one cut off. ``unpack`` never overwrites a
-file of a run that is complete in the target store (it adds the weights such a run lacks); in an
-interrupted run the carried files replace the older ones, so several carries unpacked oldest first
-leave the newest state.
+from the committed store and this carry, neither repeats a run that ended nor loses one cut off.
+``unpack`` never overwrites a file of a run that is complete in the target store (it adds the
+weights such a run lacks); in an interrupted run the carried files replace the older ones, so
+several carries unpacked oldest first leave the newest state.
 """
 from __future__ import annotations
 
@@ -145,6 +145,15 @@ def pack(store_root: str | Path, out_dir: str | Path, weights: Sequence[str] = (
     return manifest
 
 
+def _run_file(member: tarfile.TarInfo, where: str, depth: int) -> Path:
+    """A tar member's path, checked: a regular file at least ``depth`` parts deep (``<run id>/file``
+    in a carry, ``<profile>/<run id>/file`` in a results archive), never absolute or climbing out."""
+    rel = Path(member.name)
+    if not member.isfile() or rel.is_absolute() or ".." in rel.parts or len(rel.parts) < depth:
+        raise CarryError(f"{where}: member {member.name!r} is not a file inside a run folder")
+    return rel
+
+
 def unpack(src_dir: str | Path, store_root: str | Path, name: str = "carry") -> list[str]:
     """Check the chunks against ``<name>.json`` in ``src_dir``, join them and write their files
     into ``store_root`` (no file of a run complete there is overwritten); returns the files written."""
@@ -169,9 +178,7 @@ def unpack(src_dir: str | Path, store_root: str | Path, name: str = "carry") -> 
     written = []
     with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
         for member in tar.getmembers():
-            rel = Path(member.name)
-            if not member.isfile() or rel.is_absolute() or ".." in rel.parts or len(rel.parts) < 2:
-                raise CarryError(f"{man_path.name}: member {member.name!r} is not a file inside a run folder")
+            rel = _run_file(member, man_path.name, depth=2)
             if incomplete_reason(root / rel.parts[0]) is None and (root / rel).exists():
                 continue  # a complete run's files are never overwritten (its missing weights are added)
             atomic_write_bytes(root / rel, tar.extractfile(member).read())  # a newer checkpoint replaces an older
@@ -238,11 +245,9 @@ def land(archives: Sequence[str | Path], store_root: str | Path) -> dict:
         try:
             with tarfile.open(path, mode="r:*") as tar:
                 for member in tar.getmembers():
-                    rel = Path(member.name)
                     if member.isdir():
                         continue
-                    if not member.isfile() or rel.is_absolute() or ".." in rel.parts or len(rel.parts) < 3:
-                        raise CarryError(f"{str(path)!r}: member {member.name!r} is not a file inside a run folder")
+                    rel = _run_file(member, repr(str(path)), depth=3)
                     if rel.parts[0] != root.name:
                         raise CarryError(f"{str(path)!r} holds profile {rel.parts[0]!r}, not {root.name!r} "
                                          f"(the store {str(root)!r})")
@@ -284,7 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     a.add_argument("--max-mib", type=float, default=None,
                    help="pack interrupted runs, then weights, smallest first, while the total stays under this")
     a.add_argument("--changed-since", metavar="FILE", default=None,
-                   help="only checkpoints, weights and runs that ended written after FILE was (e.g. a mark touched at unpack)")
+                   help="only checkpoints, weights and ended runs written after FILE was (e.g. a mark touched "
+                        "at unpack)")
     b = sub.add_parser("unpack", help="check, join and restore chunks into a store")
     b.add_argument("src")
     b.add_argument("store")
@@ -293,7 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     g.add_argument("--into", required=True, help="the first folder (e.g. .cr7); the next ones are .cr7+2, ...")
     g.add_argument("--max-mib", type=float, default=None, help="at most this much a folder (one call out)")
     d = sub.add_parser("land", help="the complete runs of the calls' results archives into the committed store")
-    d.add_argument("archives", nargs="+", help="paper.tar.gz files, or the calls' output folders holding one, oldest first")
+    d.add_argument("archives", nargs="+",
+                   help="paper.tar.gz files, or the calls' output folders holding one, oldest first")
     d.add_argument("--into", required=True, help="the store, e.g. data/results/paper")
     args = p.parse_args(argv)
     try:
