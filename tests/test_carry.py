@@ -1,6 +1,7 @@
 """Carrying run state between machines: a killed run's checkpoint and a teacher's weights, in chunks."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -244,6 +245,14 @@ def test_land_takes_the_complete_runs_of_the_calls_archives_and_never_overwrites
     _results_archive(quick, tmp_path / "quick.tar.gz")
     with pytest.raises(carry.CarryError, match="holds profile 'quick', not 'paper'"):
         carry.land([tmp_path / "quick.tar.gz"], committed.root)
+    with pytest.raises(carry.CarryError, match="is not a folder"):  # a mistyped --into creates no new store
+        carry.land([tmp_path / "call7"], tmp_path / "repo" / "papr")
+    assert not (tmp_path / "repo" / "papr").exists()
+    with tarfile.open(tmp_path / "climbs.tar.gz", "w:gz") as tar:
+        info = tarfile.TarInfo("paper/../../outside.json")
+        tar.addfile(info, io.BytesIO(b""))
+    with pytest.raises(carry.CarryError, match="is not a file inside a run folder"):
+        carry.land([tmp_path / "climbs.tar.gz"], committed.root)
     (tmp_path / "bad.tar.gz").write_bytes(b"not an archive")
     assert carry.main(["land", str(tmp_path / "bad.tar.gz"), "--into", str(committed.root)]) == 2
     assert "cannot read the results archive" in capsys.readouterr().err

@@ -237,6 +237,8 @@ def land(archives: Sequence[str | Path], store_root: str | Path) -> dict:
     name must be the profile. Returns ``landed`` and ``stored`` (run ids; already complete there,
     left as they are) and ``incomplete`` (run id -> why it was left out)."""
     root = Path(store_root)
+    if not root.is_dir():
+        raise CarryError(f"store {str(root)!r} is not a folder")
     runs: dict[str, dict[str, bytes]] = {}
     for a in archives:
         path = Path(a)
