@@ -61,7 +61,7 @@ def test_predict_prices_each_stage_and_says_how(store):
     planned = _plan([
         ("01", "train", "vgg16", 128, 160, 50_000, 3),            # measured
         ("04", "distill", "vgg13:vgg8/KD", 64, 240, 50_000, 1),   # another batch, scaled by the wrn pair's ratio
-        ("04", "distill", "resnet56:resnet20/KD", 128, 240, 50_000, 1),  # FLOPs-scaled from KD's other pairs
+        ("04", "distill", "resnet56:resnet20/KD", 128, 240, 50_000, 1),  # scaled by activations from KD's other pairs
         ("04", "distill", "resnet56:resnet20/CRD", 128, 240, 50_000, 1),  # ... from CRD's one pair
         ("04", "distill", "resnet56:resnet20/AT", 128, 240, 50_000, 1),  # never measured: from every distiller
         ("05", "nas_search", "darts", 128, 50, 50_000, 1),        # nothing to go on
@@ -72,13 +72,14 @@ def test_predict_prices_each_stage_and_says_how(store):
     assert p.loc["vgg16", "gpu_hours"] == pytest.approx(0.2 * 160 * 50_000 * 3 / 3600)
     assert p.loc["vgg13:vgg8/KD", "basis"] == "batch 128 scaled to 64"
     assert p.loc["vgg13:vgg8/KD", "energy_kwh"] == pytest.approx(1.0 * 1.5 * 240 * 50_000 / 3.6e6)
-    assert p.loc["resnet56:resnet20/KD", "basis"] == "scaled by FLOPs, same method"
-    assert p.loc["resnet56:resnet20/CRD", "basis"] == "scaled by FLOPs, same method"
-    f = cost.training_flops("distill", "resnet56:resnet20/CRD") / cost.training_flops("distill", "vgg13:vgg8/CRD")
+    assert p.loc["resnet56:resnet20/KD", "basis"] == "scaled by activations, same method"
+    assert p.loc["resnet56:resnet20/CRD", "basis"] == "scaled by activations, same method"
+    f = (cost.training_activations("distill", "resnet56:resnet20/CRD")
+         / cost.training_activations("distill", "vgg13:vgg8/CRD"))
     assert p.loc["resnet56:resnet20/CRD", "energy_kwh"] == pytest.approx(2.4 * f * 240 * 50_000 / 3.6e6)
     assert p.loc["resnet56:resnet20/KD", "energy_kwh"] < p.loc["resnet56:resnet20/AT", "energy_kwh"] \
         < p.loc["resnet56:resnet20/CRD", "energy_kwh"]  # KD its own rate, AT every distiller's median
-    assert p.loc["resnet56:resnet20/AT", "basis"] == "scaled by FLOPs"
+    assert p.loc["resnet56:resnet20/AT", "basis"] == "scaled by activations"
     assert p.loc["darts", "basis"] == "no measurement" and math.isnan(p.loc["darts", "energy_kwh"])
     per = cost.per_notebook(p.reset_index()).set_index("notebook")
     assert math.isnan(per.loc["05", "energy_kwh"]) and per.loc["05", "not_estimated"] == 1
@@ -126,9 +127,9 @@ def test_graphed_stages_are_priced_from_graphed_rates_and_say_when_none_exist(tm
     graphed = cost.predict(planned.assign(graph_capture=True), rates).set_index("key")
     assert graphed.loc["vgg16", "basis"] == "measured"
     assert graphed.loc["vgg16", "energy_kwh"] == pytest.approx(12.0 * 100 / 3.6e6)
-    assert graphed.loc["vgg19", "basis"] == "scaled by FLOPs"  # from the graphed vgg16 rate
+    assert graphed.loc["vgg19", "basis"] == "scaled by activations"  # from the graphed vgg16 rate
     assert graphed.loc["vgg19", "energy_kwh"] == pytest.approx(
-        12.0 * cost.training_flops("train", "vgg19") / cost.training_flops("train", "vgg16") * 100 / 3.6e6)
+        12.0 * cost.training_activations("train", "vgg19") / cost.training_activations("train", "vgg16") * 100 / 3.6e6)
     assert graphed.loc["vgg16/l1", "basis"] == "measured, eager rate"  # no graphed fine-tuning: said, not invented
     assert graphed.loc["vgg16/l1", "energy_kwh"] == pytest.approx(10.0 * 100 / 3.6e6)
     eager = cost.predict(planned.assign(graph_capture=False), rates).set_index("key")
@@ -170,3 +171,40 @@ def test_the_committed_nas_rates_price_the_paper_profiles_nas_stages():
             ("nas_retrain", "proxyless")} <= set(zip(r["kind"], r["key"]))
     nas = cost.predict(cost.plan("paper").query("notebook == '05_nas'"), r)
     assert len(nas) == 4 and (nas["basis"] == "measured").all() and (nas["gpu_hours"] > 0).all()
+
+
+def test_training_activations_count_a_teachers_forward_and_a_students_step():
+    def acts(model):
+        from greenlib.models import model_info
+        return model_info(model)["activations_per_image"]
+
+    assert cost.training_activations("train", "resnet56") == 3 * acts("resnet56")
+    assert cost.training_activations("finetune", "nni-vgg16/apoz") == 3 * acts("nni-vgg16")
+    assert cost.training_activations("distill", "resnet56:resnet20/KD") == acts("resnet56") + 3 * acts("resnet20")
+    assert math.isnan(cost.training_activations("nas_search", "proxyless"))
+    assert math.isnan(cost.training_activations("train", "no-such-model"))
+
+
+def test_leave_one_out_prices_each_measured_stage_from_the_others(tmp_path):
+    s = ResultsStore(tmp_path / "store")
+    # J per image-epoch: 1e-6 per training activation for vgg8 and vgg13, twice that for resnet20
+    for model, per_act in (("vgg8", 1e-6), ("vgg13", 1e-6), ("resnet20", 2e-6)):
+        j = per_act * cost.training_activations("train", model)
+        _add(s, {"kind": "baseline", "model": model, "batch_size": 128, "train_size": 100, "epochs": 1},
+             {"base_training": _stage(j * 100, j * 10, 1)})
+    # a NAS stage has no zoo model: left out, not priced
+    _add(s, {"kind": "nas", "strategy": "darts", "batch_size": 64, "train_size": 100, "search_epochs": 1},
+         {"search": _stage(50.0, 5.0, 1)})
+    loo = cost.leave_one_out(cost.measured_rates(s)).set_index("key")
+    assert set(loo.index) == {"vgg8", "vgg13", "resnet20"}
+    assert (loo["basis"] == "scaled by activations").all()
+    # each VGG from the median of (1, 2) = 1.5 per activation: 50% high; resnet20 from 1: 50% low
+    assert loo.loc["vgg8", "j_error"] == pytest.approx(0.5)
+    assert loo.loc["vgg13", "j_error"] == pytest.approx(0.5)
+    assert loo.loc["resnet20", "j_error"] == pytest.approx(-0.5)
+    assert loo.loc["resnet20", "s_error"] == pytest.approx(-0.5)
+    assert loo.loc["vgg8", "measured_j"] == pytest.approx(1e-6 * cost.training_activations("train", "vgg8"))
+    # a kind with one key has nothing to be priced from
+    one = cost.leave_one_out(cost.measured_rates(s)[lambda r: r["key"] == "vgg8"])
+    assert one.loc[0, "basis"] == cost.NO_MEASUREMENT and math.isnan(one.loc[0, "j_error"])
+    assert cost.leave_one_out(cost.measured_rates(ResultsStore(tmp_path / "empty"))).empty

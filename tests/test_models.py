@@ -149,7 +149,23 @@ def test_flops_count_convs_and_linear_as_two_flops_per_mac():
     # 512->512 @4x4, then Linear(512, 100); BN, ReLU, pooling and bias adds are not counted.
     macs = 9 * (3 * 64 * 32**2 + 64 * 128 * 16**2 + 128 * 256 * 8**2 + 256 * 512 * 4**2 + 512 * 512 * 4**2) + 512 * 100
     info = model_info("vgg8")
-    assert info == {"params": PARAMS["vgg8"], "flops_per_image": 2 * macs, "macs_per_image": macs}
+    assert {k: info[k] for k in ("params", "flops_per_image", "macs_per_image")} == {
+        "params": PARAMS["vgg8"], "flops_per_image": 2 * macs, "macs_per_image": macs}
+
+
+def test_activations_count_every_element_an_operator_writes():
+    # conv 4x32x32 = 4096, BN 4096, ReLU (in place: it still writes) 4096, flatten (a view) 0, Linear 10
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(inplace=True), nn.Flatten(),
+                          nn.Linear(4096, 10))
+    assert model_info(model)["activations_per_image"] == 3 * 4096 + 10
+    assert model_info(nn.Sequential(nn.Flatten(), nn.Linear(3072, 10)))["activations_per_image"] == 10
+
+
+def test_deep_narrow_resnets_write_more_per_flop_than_vggs():
+    # why greenlib.cost scales by activations: ResNet56 has under half VGG13's FLOPs and over twice its activations
+    r56, v13 = model_info("resnet56"), model_info("vgg13")
+    assert r56["flops_per_image"] < 0.5 * v13["flops_per_image"]
+    assert r56["activations_per_image"] > 2 * v13["activations_per_image"]
 
 
 def test_flops_positive_and_ordered():
