@@ -591,3 +591,12 @@ def test_a_grid_is_priced_per_cell_by_greenlib_cost(tmp_path, capsys):
                       "--store", str(tmp_path / "s"), "--estimate-from", str(tmp_path / "quick")]) == 0
     out = capsys.readouterr().out
     assert "wave 2 (cells): 2" in out and "estimate (rates measured on GPU A" in out
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "data" / "campaign").rglob("*.json")),
+                         ids=lambda p: p.name)
+def test_every_committed_campaign_grid_expands_under_the_paper_profile(path, tmp_path):
+    # a typo in a session's grid file would cost a GPU session's start call: caught here instead
+    plan = grid.make_plan(grid.read_grid_file(path), "paper", tmp_path)
+    cells = [c for wave in plan.waves for c in wave]
+    assert cells and len({grid._key(c) for c in cells}) == len(cells)
