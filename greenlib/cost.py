@@ -208,9 +208,7 @@ def predict(planned: pd.DataFrame, rates: pd.DataFrame, hardware: str | None = N
     """
     if rates.empty:
         raise ValueError("no measured training stages in the results store: run a profile first (make reproduce)")
-    if hardware is None:
-        hardware = rates["hardware"].value_counts().idxmax()
-    r = rates[rates["hardware"] == hardware]
+    hardware, r = _on_hardware(rates, hardware)
     if r.empty:
         raise ValueError(f"no rates measured on {hardware!r}; measured on: {', '.join(rates['hardware'].unique())}")
     by_mode = "graph_capture" in planned and "graph_captured" in r
@@ -233,6 +231,13 @@ def predict(planned: pd.DataFrame, rates: pd.DataFrame, hardware: str | None = N
 NO_MEASUREMENT = "no measurement"
 
 
+def _on_hardware(rates: pd.DataFrame, hardware: str | None) -> tuple[str, pd.DataFrame]:
+    """``hardware`` (default: the GPU model with most rates) and the rates measured on it."""
+    if hardware is None:
+        hardware = rates["hardware"].value_counts().idxmax()
+    return hardware, rates[rates["hardware"] == hardware]
+
+
 def leave_one_out(rates: pd.DataFrame, hardware: str | None = None) -> pd.DataFrame:
     """How well the fallbacks of :func:`predict` price a stage that *was* measured: each measured
     (kind, key) of a zoo model, priced at its most measured batch size from ``rates`` without
@@ -247,9 +252,7 @@ def leave_one_out(rates: pd.DataFrame, hardware: str | None = None) -> pd.DataFr
             "measured_s", "predicted_s", "s_error"]
     if rates.empty:
         return pd.DataFrame(columns=cols)
-    if hardware is None:
-        hardware = rates["hardware"].value_counts().idxmax()
-    r = rates[rates["hardware"] == hardware]
+    _, r = _on_hardware(rates, hardware)
     r = r[[np.isfinite(training_activations(k, key)) for k, key in zip(r["kind"], r["key"])]]
     mode_col = "graph_captured" if "graph_captured" in r else None
     rows = []
