@@ -227,6 +227,35 @@ def test_one_job_per_slot_at_a_time_and_a_failure_stops_nothing(monkeypatch):
     assert {e[1] for e in events} == {"gpu0", "gpu1"}
 
 
+def test_a_cpu_measured_cell_runs_with_no_other_job_beside_it(monkeypatch):
+    # PyTorch int8's IEC is the host's CPU time: a training job beside it once made it 14x costlier
+    plan = grid.make_plan([("quantization", {"models": ["resnet8"], "precisions": ["fp16", "int8"], "seeds": [0, 1]}),
+                           ("baselines", {**TINY, "seeds": [2, 3, 4, 5]})], "smoke", "/nonexistent")
+    assert {c.label for c in plan.cells if cellmod.runs_alone(c)} == {"quantization resnet8 int8 seed=0",
+                                                                     "quantization resnet8 int8 seed=1"}
+    events, running = [], set()
+
+    def submit(executor, slot, cell, store_root, timeout_min, weights_only=False):
+        running.add(cell)
+        others = running - {cell}
+        events.append((cell.label, sorted(c.label for c in others)))
+        job = _FakeJob(cell, slot, polls=2, fail=False, log=[])
+        done = job.done
+        job.done = lambda: done() and (running.discard(cell) or True)
+        return job
+
+    monkeypatch.setattr(grid, "_submit_local", submit)
+    outcomes = []
+    slots = [grid.Slot("gpu0", 0, "H"), grid.Slot("gpu1", 1, "H")]
+    grid._dispatch_local(plan.cells, slots, None, Path("/s"), 60, lambda s: None, 0.0, outcomes.append, plan.needs)
+    assert len(outcomes) == len(plan.cells) == 10
+    started = [label for label, _ in events]
+    for label, beside in events:  # nothing was running when an int8 job started, and nothing started beside one
+        assert not ("int8" in label and beside), (label, beside)
+        assert not any("int8" in b for b in beside), (label, beside)
+    assert sum(len(b) > 0 for _, b in events) >= 3  # the other cells did share the two slots
+    assert started.index("quantization resnet8 int8 seed=0") > started.index("quantization resnet8 fp16 seed=0")
+
 def _fake_grid(monkeypatch, polls, fails=()):
     """run_grid's local path with jobs faked: a job of label L is done after ``polls[L]`` checks
     (default 0) and fails when L is in ``fails``; returns the start/finish events in order."""

@@ -75,6 +75,9 @@ class CellKind:
     requires: Callable[[Resolved, tuple], list[Cell]] = field(default=lambda cfg, args: [])
     stages: Callable[[Resolved, tuple], list[tuple[str, str, int]]] = field(default=lambda cfg, args: [])
     weights: str | None = None  # "module:name" that regenerates a complete run's gone weights (model.pt)
+    # True for the args of a cell whose energy is read from the host's CPU time (PyTorch int8 runs
+    # on the CPU): the grid runs it with no other job beside it, whose CPU load would count in it
+    alone: Callable[[tuple], bool] = field(default=lambda args: False)
 
     def load_function(self, weights: bool = False) -> Callable[..., dict[str, Any]]:
         module, name = (self.weights if weights else self.function).split(":")
@@ -200,7 +203,7 @@ KINDS: dict[str, CellKind] = {
         "quantization", lambda cfg: [(m, p, s) for m in cfg.models for p in cfg.precisions for s in cfg.seeds],
         "greenlib.quantize.runs:run_quantized", _quantization_selector,
         lambda a: f"quantization {a[0]} {a[1]} seed={a[2]}",
-        lambda cfg, a: [base_cell(cfg, a[0], a[2], cfg.base_epochs)]),
+        lambda cfg, a: [base_cell(cfg, a[0], a[2], cfg.base_epochs)], alone=lambda a: a[1] == "int8"),
     "distillation": CellKind(
         "distillation", _distillation_cells, "greenlib.distill.run:run_distillation", _distillation_selector,
         lambda a: f"distillation {a[0]}->{a[1]} {a[2]} seed={a[3]}", _distillation_requires, _distillation_stages),
@@ -246,6 +249,11 @@ def selector(cell: Cell) -> dict[str, Any]:
 
 def requires(cell: Cell) -> list[Cell]:
     return KINDS[cell.kind].requires(cell.resolve(), cell.args)
+
+
+def runs_alone(cell: Cell) -> bool:
+    """Whether ``cell``'s energy comes from the host's CPU time, so that no other job may run beside it."""
+    return KINDS[cell.kind].alone(cell.args)
 
 
 def stages(cell: Cell) -> list[dict[str, Any]]:

@@ -52,7 +52,7 @@ from .. import paths
 from ..config import check_profile
 from ..io import atomic_write_json
 from ..results import ResultsStore, canonical_json
-from .cells import KINDS, SECTIONS, Cell, expand, requires, selector
+from .cells import KINDS, SECTIONS, Cell, expand, requires, runs_alone, selector
 
 EXECUTORS: tuple[str, ...] = ("local", "slurm")
 DEFAULT_TIMEOUT_MIN = 3 * 24 * 60  # a job's wall-time limit (submitit's local default is 2 min)
@@ -393,7 +393,12 @@ def _dispatch_local(cells: Sequence[Cell], slots: Sequence[Slot], executor, stor
     a cell starts as soon as its own base model or teacher is done, not when the whole first wave
     is; a cell whose need failed is reported ``blocked`` and never submitted. A need that is neither
     among ``cells`` nor in ``outcomes`` does not hold a cell back. The cells in ``weights_only`` run
-    as weights jobs (:func:`run_cell`)."""
+    as weights jobs (:func:`run_cell`).
+
+    A cell whose energy is the host's CPU time (:func:`.cells.runs_alone`: PyTorch int8) starts only
+    on an idle host and holds every other slot while it runs: a training job beside it (its
+    DataLoader workers, its CPU threads) made one CPU int8 measurement 8x slower and 14x costlier
+    (docs/quantization.md). It so waits, without holding the queue, until the jobs before it end."""
     needs = needs or {}
     outcomes = outcomes if outcomes is not None else {}
     pending = list(cells)
@@ -412,7 +417,9 @@ def _dispatch_local(cells: Sequence[Cell], slots: Sequence[Slot], executor, stor
             for slot in slots:
                 if slot.name in running:
                     continue
-                cell = next((c for c in pending if ready(c)), None)
+                if any(runs_alone(c) for c, *_ in running.values()):
+                    break
+                cell = next((c for c in pending if ready(c) and not (running and runs_alone(c))), None)
                 if cell is None:
                     break
                 pending.remove(cell)
