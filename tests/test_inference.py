@@ -1,6 +1,7 @@
 """IEC over a traced window: per-image energy, the window's length, and a window that recorded nothing."""
 from __future__ import annotations
 
+import contextlib
 import time
 from contextlib import contextmanager
 from types import SimpleNamespace
@@ -106,3 +107,58 @@ def test_precision_stack_restores_the_flags_after_an_error_and_names_a_bad_preci
     with pytest.raises(ValueError, match=r"precision='fp64'; accepted: fp32, tf32"):
         with precision_stack("fp64"):
             pass
+
+
+def test_a_graphed_window_needs_a_cuda_device_and_is_named_in_the_stack():
+    with pytest.raises(ValueError, match=r"graph=True replays a CUDA graph; the images are on cpu"):
+        measure_inference(Counting(), torch.randn(8, 3, 4, 4), FixedPowerTracer(10.0), batch_size=4,
+                          min_seconds=0.01, warmup_s=0.0, graph=True)
+    from greenlib.inference import stack_name
+    assert stack_name("pytorch", "fp16", 128, False, graph=True) == "PyTorch fp16, batch 128, TF32 off, CUDA graph"
+    assert measure_inference(Counting(), torch.randn(8, 3, 4, 4), FixedPowerTracer(10.0), batch_size=4,
+                             min_seconds=0.01, warmup_s=0.0)["graph"] is False
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_graphed_forward_replays_the_eager_forward_on_every_batch():
+    from greenlib.inference import graphed_forward
+    from greenlib.models import build_model
+
+    model = build_model("resnet8", num_classes=10).cuda().eval()
+    batches = torch.randn(3, 16, 3, 32, 32, device="cuda")
+    with torch.inference_mode():
+        fwd = graphed_forward(model, batches[0])
+        for b in batches:  # the static output follows each batch copied in
+            torch.testing.assert_close(fwd(b).clone(), model(b))
+        out = measure_inference(model, batches.flatten(0, 1), FixedPowerTracer(10.0), batch_size=16,
+                                min_seconds=0.05, warmup_s=0.0, graph=True)
+    assert out["graph"] is True and out["stack"].endswith(", CUDA graph") and out["images"] == 16 * out["batches"]
+
+
+def test_the_graphed_iec_script_alternates_the_modes_and_refuses_a_machine_without_a_gpu(monkeypatch, tmp_path):
+    import importlib.util
+
+    from greenlib.paths import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("measure_graphed_iec", REPO_ROOT / "scripts" / "measure_graphed_iec.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    if not torch.cuda.is_available():
+        assert script.main(["--out", str(tmp_path / "x")]) == 2 and not (tmp_path / "x").exists()
+    seen = []
+
+    def fake(dep, images, tracer, *, graph, stage, **kw):  # records the order; no GPU needed
+        seen.append((stage, graph))
+        return {"images": 128, "elapsed_s": 1.0, "energy_j": 300.0 if graph else 400.0, "iec_wh": 1e-6,
+                "throughput_ips": 128.0, "latency_ms": 1000.0, "mean_power_w": 300.0, "mean_gpu_util_pct": 99.0,
+                "energy_source": "fake", "stack": "s", "batch_size": 128}
+
+    monkeypatch.setattr(script, "measure_inference", fake)
+    monkeypatch.setattr(script.experiments, "device_tracer", lambda device, source, interval: contextlib.nullcontext())
+    monkeypatch.setattr(script, "quantize", lambda model, precision, calib, **kw: SimpleNamespace(input_dtype=torch.float32))
+    monkeypatch.setattr(script.torch, "randn", lambda *a, device=None: torch.zeros(1))
+    table = script.measure("resnet8", ["fp32", "fp16"], 128, 0.1, 3, "counter", log=lambda s: None)
+    assert [g for _, g in seen] == [False, True, True, False, False, True] * 2
+    assert list(table.columns) == script.COLUMNS and len(table) == 12
+    assert set(table.loc[table["mode"] == "graph", "energy_j"]) == {300.0}
