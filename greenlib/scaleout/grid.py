@@ -398,7 +398,8 @@ def _dispatch_local(cells: Sequence[Cell], slots: Sequence[Slot], executor, stor
     A cell whose energy is the host's CPU time (:func:`.cells.runs_alone`: PyTorch int8) starts only
     on an idle host and holds every other slot while it runs: a training job beside it (its
     DataLoader workers, its CPU threads) made one CPU int8 measurement 8x slower and 14x costlier
-    (docs/quantization.md). It so waits, without holding the queue, until the jobs before it end."""
+    (docs/quantization.md). It waits, without holding the queue, for a moment when no job runs: behind
+    a long queue of ready cells, that is the queue's end."""
     needs = needs or {}
     outcomes = outcomes if outcomes is not None else {}
     pending = list(cells)
