@@ -20,6 +20,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from packaging.utils import canonicalize_name
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # The versions the project's environment resolves (pyproject.toml); NNI 3.0 pins typeguard<4.1.3.
@@ -47,8 +49,7 @@ sympy tabulate torch torchmetrics torchvision tqdm triton typing-extensions tzda
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "any")
 
 
-def normalise(name: str) -> str:
-    return name.lower().replace("_", "-").replace(".", "-")
+normalise = canonicalize_name  # PEP 503: "Json_Tricks" -> "json-tricks"
 
 
 def missing_on_device(distributions) -> list[str]:

@@ -9,19 +9,19 @@ energy of a forward does not depend on them) and so are the images (normal, at t
     python scripts/measure_graphed_iec.py --model nni-vgg16 --min-seconds 10 --repeats 2 --out DIR
 
 Writes ``iec.csv`` and ``iec.md`` (one row a window) and ``environment.json`` (GPU, driver, torch,
-date) into ``--out``. Needs a CUDA GPU.
+date: ``greenlib.env.environment``) into ``--out``. Needs a CUDA GPU.
 """
 from __future__ import annotations
 
 import argparse
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 import torch
 
 from greenlib import experiments
+from greenlib.env import environment
 from greenlib.inference import measure_inference
 from greenlib.io import atomic_write_json, atomic_write_text
 from greenlib.models import build_model
@@ -75,12 +75,7 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "iec.csv", table.to_csv(index=False))
     atomic_write_text(args.out / "iec.md", table.to_markdown(index=False) + "\n")
-    props = torch.cuda.get_device_properties(0)
-    import pynvml
-    pynvml.nvmlInit()
-    atomic_write_json(args.out / "environment.json", {
-        "gpu": props.name, "driver": pynvml.nvmlSystemGetDriverVersion(), "torch": torch.__version__,
-        "cpu_count": __import__("os").cpu_count(), "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    atomic_write_json(args.out / "environment.json", environment() | {
         "command": " ".join(["python", "scripts/measure_graphed_iec.py", *(argv or sys.argv[1:])])})
     summary = table.groupby(["precision", "mode"])[["throughput_ips", "iec_wh", "mean_gpu_util_pct"]].mean()
     print(summary.to_string())
