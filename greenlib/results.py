@@ -40,6 +40,9 @@ from .io import atomic_write_bytes, atomic_write_json
 
 SCHEMA_VERSION = 1
 _REQUIRED = ("config.json", "environment.json", "metrics.json", "result.json")
+REGENERATE_CHECKPOINT = "regenerate_checkpoint.pt"
+"""In a complete run's folder, the checkpoint of the training that regenerates its lost weights
+(:func:`greenlib.experiments.stored_model`), removed once ``model.pt`` is written."""
 
 
 class CorruptRunWarning(UserWarning):

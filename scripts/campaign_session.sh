@@ -14,9 +14,10 @@
 #   dataset decode, then every grid on its GPUs (@0,1,2; default all; one
 #   grid per set of GPUs, so that a long run such as a NAS search is not queued behind shared runs),
 #   with setsid, so that they outlive the call.
-# collect: waits up to WAIT_S seconds (default 540) or until every grid has ended, then writes under
-#   $OUT the results that landed (paper.tar.gz: no *.pt/*.ckpt/*.tmp) and the grids' logs; while a
-#   grid runs, also the next chunks (at most CARRY_MAX_MIB, 56, MiB, and what the results and logs
+# collect: waits up to WAIT_S seconds (default 540) or until every grid has ended, prints each
+#   running job's last progress bar (epochs done, time gone<time left: what the last call's WAIT_S
+#   is chosen from), then writes under $OUT the results that landed (paper.tar.gz: no
+#   *.pt/*.ckpt/*.tmp) and the grids' logs; while a grid runs, also the next chunks (at most CARRY_MAX_MIB, 56, MiB, and what the results and logs
 #   leave of the OUT_MAX_MIB, 63, MiB that one call returns) of a rolling carry, in case the
 #   machine goes back before the last call (it does 30 s after a call): what changed since start
 #   (checkpoints of cut-off runs, new weights matching WEIGHTS_GLOB, the results of runs that ended),
@@ -89,6 +90,11 @@ start)
     $runs wait; echo \"all done \$(date +%T)\"" > "$WORK/grid.log" 2>&1 < /dev/null &
   echo $! > "$WORK/grid.pid"
   sleep "${WAIT:-45}"; cat "$WORK/grid.log"; for f in "$WORK"/grid-*.log; do [ -f "$f" ] && grep -av "it/s\|s/it" "$f" | tail -8; done
+  if grep -q "all done" "$WORK/grid.log"; then :
+  elif kill -0 "$(cat "$WORK/grid.pid")" 2>/dev/null; then
+    ls "$WORK"/grid-*.log > /dev/null 2>&1 || echo "decoding the dataset; the grids start after it"
+  else echo "error: the grids' process ended without 'all done' (see $WORK/grid.log above)"; exit 1
+  fi
   ;;
 collect)
   wait_s=${2:-540}; weights=${3:-}; t=0
@@ -97,6 +103,11 @@ collect)
   date +%T
   cat "$WORK/grid.log"
   for f in "$WORK"/grid-*.log; do echo "== $f"; grep -a "^start \|\] done\|failed\|blocked\|skipped\|cached\|rror" "$f" | tail -20; done
+  # each running job's progress bar, for the WAIT_S of the last call (a run's own checkpoint, or none)
+  find "$WORK" -path "$WORK/gridlog-*" -name '*_log.err' -mmin -2 2>/dev/null | sort | while read -r f; do
+    line=$(tail -c 4000 "$f" | tr '\r' '\n' | grep -a '%|' | tail -1)
+    [ -n "$line" ] && echo "progress (${f#"$WORK"/}): $line"
+  done
   if [ -n "${FINAL:-}" ] && ! grep -q "all done" "$WORK/grid.log"; then
     kill -TERM -- "-$(cat "$WORK/grid.pid")" 2>/dev/null; sleep 5
     for _ in $(seq "${SAVE_WAIT_S:-30}"); do  # a checkpoint being written (submitit's jobs outlive TERM) lands first

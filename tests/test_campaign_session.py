@@ -41,7 +41,7 @@ if [ "$1" = -m ] && [ "$2" = greenlib.scaleout.grid ]; then
   echo "[1/1] done    fake run"
   exit 0
 fi
-if [ "$1" = -c ]; then echo "decoded (stand-in)"; exit 0; fi
+if [ "$1" = -c ]; then sleep "${FAKE_DECODE_S:-0}"; echo "decoded (stand-in)"; exit 0; fi
 exec "$REAL_PYTHON" "$@"
 """
 
@@ -94,6 +94,22 @@ def test_start_gives_each_grid_its_gpus_as_ordinals_keeps_git_and_collect_return
     assert sum(n.endswith("/metrics.json") for n in names) == 2
     assert not any(n.endswith(".pt") or "committed-run" in n for n in names)
     assert not (tmp / "out1" / "carry").exists()  # the grids ended: nothing to carry
+
+
+def test_start_while_the_dataset_decodes_succeeds_and_collect_shows_each_jobs_progress(session):
+    # session 10: the decode outlasted WAIT, and start ended with rc 1 though the grid went on
+    checkout, env, tmp = session
+    r = _call(checkout, env, tmp / "out0", "start", "grid.json@0", FAKE_DECODE_S="4", WAIT="1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "decoding the dataset; the grids start after it" in r.stdout
+    job = Path(env["WORK"]) / "gridlog-1" / "1208"  # submitit's log of a job, its progress bar last
+    job.mkdir(parents=True)
+    (job / "1208_0_log.err").write_text("regenerate_weights:  94%|#| 226/240 [26:40<01:39, 7.09s/epoch]\r"
+                                         "regenerate_weights:  95%|#| 228/240 [27:01<01:25, 7.09s/epoch]")
+    r = _call(checkout, env, tmp / "out1", "collect", "30")
+    assert r.returncode == 0 and "all done" in r.stdout, r.stdout + r.stderr
+    assert ("progress (gridlog-1/1208/1208_0_log.err): regenerate_weights:  95%|#| 228/240 [27:01<01:25, "
+            "7.09s/epoch]\n") in r.stdout
 
 
 def test_collect_on_a_replaced_machine_stops_at_once(session):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from greenlib.io import atomic_write_bytes
-from greenlib.results import ResultsStore, incomplete_reason
+from greenlib.results import REGENERATE_CHECKPOINT, ResultsStore, incomplete_reason
 from greenlib.scaleout import carry
 from test_train import Batches, Interrupt, _fit
 
@@ -168,6 +168,45 @@ def test_a_run_that_ended_since_start_travels_with_its_results_so_the_next_machi
     again = ResultsStore(b).get(done.id)
     assert incomplete_reason(b / done.id) is None and again.result["metrics"] == {"acc": 0.7}
     assert not (b / done.id / "checkpoint.pt").exists() and not (b / killed.id).exists()
+
+
+def test_the_half_done_training_of_a_complete_runs_lost_weights_travels_and_never_goes_back(tmp_path):
+    """A teacher whose weights are trained again (experiments.stored_model) is a complete run with a
+    checkpoint; the session that ran out mid-way must carry it, whether or not the weights are asked for."""
+    a = tmp_path / "a"
+    teacher, _, _ = _store_with_a_killed_run_and_a_teacher(a)
+    (teacher.folder / "model.pt").unlink()
+    (teacher.folder / "pruned_model.pt").write_bytes(b"a result of the run, not state")  # never carried
+    half = teacher.folder / REGENERATE_CHECKPOINT
+    half.write_bytes(b"epoch 120 of 240")
+    mark = tmp_path / "unpacked"
+    mark.touch()
+    os.utime(half, (mark.stat().st_mtime + 60,) * 2)
+    for weights in ([], ["teacher-*"]):
+        for since in (None, mark.stat().st_mtime):
+            assert f"{teacher.id}/{REGENERATE_CHECKPOINT}" in [
+                p.as_posix() for p in carry.to_carry(a, weights, changed_since=since)]
+    assert not any(p.name == "pruned_model.pt" for p in carry.to_carry(a, ["*"]))
+    os.utime(half, (mark.stat().st_mtime - 60,) * 2)  # it came with the carry the machine started with
+    assert not any(p.parts[0] == teacher.id for p in carry.to_carry(a, [], changed_since=mark.stat().st_mtime))
+    # packed before weights, as an interrupted run is, even before smaller ones
+    other = ResultsStore(a).open({"kind": "teacher", "model": "u", "seed": 0})
+    (other.folder / "model.pt").write_bytes(b"w")
+    other.finish({"acc": 0.1}, {})
+    m = carry.pack(a, tmp_path / "small", weights=[other.id], max_bytes=half.stat().st_size + 1024)
+    assert m["files"] == [f"{teacher.id}/{REGENERATE_CHECKPOINT}"] and other.id in m["left_out"]
+    carry.pack(a, tmp_path / "out")
+
+    b = tmp_path / "b"  # the next machine: the committed store (results, no *.pt), then the carry
+    shutil.copytree(teacher.folder, b / teacher.id, ignore=shutil.ignore_patterns("*.pt"))
+    (b / teacher.id / REGENERATE_CHECKPOINT).write_bytes(b"epoch 60, from an older carry")
+    assert f"{teacher.id}/{REGENERATE_CHECKPOINT}" in carry.unpack(tmp_path / "out", b)
+    assert (b / teacher.id / REGENERATE_CHECKPOINT).read_bytes() == b"epoch 120 of 240"  # the newer replaces it
+    assert ResultsStore(b).get(teacher.id).result["metrics"] == {"acc": 0.5}
+    (b / teacher.id / REGENERATE_CHECKPOINT).unlink()
+    (b / teacher.id / "model.pt").write_bytes(b"trained to the end here")  # the weights are back
+    assert not any(w.startswith(teacher.id) for w in carry.unpack(tmp_path / "out", b))
+    assert not (b / teacher.id / REGENERATE_CHECKPOINT).exists()  # a stale checkpoint never comes back
 
 
 def test_gather_checks_a_carry_returned_over_several_calls_and_splits_it_for_the_calls_out(tmp_path, capsys):

@@ -93,3 +93,39 @@ def test_base_model_reuses_the_baseline_run_and_retrains_when_weights_are_gone(c
         model2, res2 = experiments.base_model(ctx, "resnet8", seed=0, epochs=ctx.cfg.epochs, progress=False)
     assert res2 == res  # the stored measurement is kept
     assert (ctx.store.root / res["run_id"] / "model.pt").exists()
+
+
+def test_regenerating_lost_weights_resumes_from_its_checkpoint(ctx, monkeypatch):
+    """A lent machine can go back mid-way through the ~28 minutes a ResNet56 teacher's weights take."""
+    import torch
+
+    from greenlib.results import REGENERATE_CHECKPOINT
+    from greenlib.train import Trainer
+
+    assert ctx.cfg.epochs >= 2
+    res = experiments.run_baseline(ctx, "resnet8", seed=0, progress=False)
+    weights = ctx.store.root / res["run_id"] / "model.pt"
+    checkpoint = weights.with_name(REGENERATE_CHECKPOINT)
+    weights.unlink(missing_ok=True)
+    with pytest.warns(UserWarning, match=r"regenerating them .*kept\)$"):  # nothing to resume from
+        experiments.base_model(ctx, "resnet8", seed=0, epochs=ctx.cfg.epochs, progress=False)
+    reference = torch.load(weights, weights_only=True)
+    assert not checkpoint.exists()
+
+    weights.unlink()
+    save = Trainer._save
+
+    def killed_after_the_first_checkpoint(self):
+        save(self)
+        raise KeyboardInterrupt  # the machine went back
+    monkeypatch.setattr(Trainer, "_save", killed_after_the_first_checkpoint)
+    with pytest.warns(UserWarning, match="regenerating them"), pytest.raises(KeyboardInterrupt):
+        experiments.base_model(ctx, "resnet8", seed=0, epochs=ctx.cfg.epochs, progress=False)
+    assert not weights.exists() and len(torch.load(checkpoint, weights_only=False)["history"]) == 1
+    monkeypatch.undo()
+
+    with pytest.warns(UserWarning, match=f"resuming from its {REGENERATE_CHECKPOINT}"):
+        experiments.base_model(ctx, "resnet8", seed=0, epochs=ctx.cfg.epochs, progress=False)
+    assert not checkpoint.exists()  # removed once the weights are written
+    resumed = torch.load(weights, weights_only=True)
+    assert resumed.keys() == reference.keys() and all(torch.equal(resumed[k], reference[k]) for k in reference)

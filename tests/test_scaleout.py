@@ -333,7 +333,9 @@ def test_a_shared_run_whose_weights_are_gone_is_trained_once_for_them_before_its
     run.finish({"acc": 0.5}, {})
     plan = grid.make_plan(entries, "smoke", tmp_path / "s", hardware=["H"])
     assert plan.regenerate == [base] and base in plan.to_run()
-    assert "complete (" + run.id + "), weights gone: trained again first" in plan.describe()
+    assert "complete (" + run.id + "), weights gone: trained again first\n" in plan.describe() + "\n"
+    (run.folder / "regenerate_checkpoint.pt").write_bytes(b"carried from the session that ran out")
+    assert "weights gone: trained again first (resumed from its checkpoint)" in plan.describe()
 
     events = _fake_grid(monkeypatch, {"baseline resnet8 seed=0": 3})
     report = grid.run_grid(entries, "smoke", gpus=2, store_root=tmp_path / "s", log_dir=tmp_path / "l", poll_s=0.0,

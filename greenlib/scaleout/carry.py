@@ -19,15 +19,18 @@ splits it into folders that one call each carries out again::
 runs only, never over a run already complete there, ``result.json`` written last.
 
 What is packed: every interrupted run folder (no complete ``result.json``) that holds a checkpoint,
-whole (its config, finished stages and traces with it), and the weights (``model.pt``) of the
-complete runs whose id matches a ``--weights`` pattern; never the leftover temporary of a write that
-was killed before its rename (``*.tmp``, :func:`greenlib.io.atomic_write_bytes`). ``--changed-since
+whole (its config, finished stages and traces with it), the weights (``model.pt``) of the
+complete runs whose id matches a ``--weights`` pattern, and the checkpoint of a complete run whose
+lost weights are being trained again (:data:`greenlib.results.REGENERATE_CHECKPOINT`); never the
+leftover temporary of a write that was killed before its rename (``*.tmp``,
+:func:`greenlib.io.atomic_write_bytes`). ``--changed-since
 FILE`` keeps only what changed after FILE was touched (a run whose checkpoint is newer, weights that
 are newer, a run that ended since, with its results but no checkpoint or weights unless asked
 for): what a machine adds to the carry it was started with, so that the next machine, started
 from the committed store and this carry, neither repeats a run that ended nor loses one cut off.
 ``unpack`` never overwrites a file of a run that is complete in the target store (it adds the
-weights such a run lacks); in an interrupted run the carried files replace the older ones, so
+weights such a run lacks) but the checkpoint of its weights' training, and writes no such checkpoint
+where the weights are there; in an interrupted run the carried files replace the older ones, so
 several carries unpacked oldest first leave the newest state.
 """
 from __future__ import annotations
@@ -44,10 +47,11 @@ from pathlib import Path
 from typing import Sequence
 
 from ..io import atomic_write_bytes, atomic_write_json
-from ..results import incomplete_reason
+from ..results import REGENERATE_CHECKPOINT, incomplete_reason
 
 CHUNK_BYTES = 15 * 2**20
 CHECKPOINTS = ("*.pt", "*.ckpt")
+WEIGHTS = "model.pt"
 TEMPORARIES = "*.tmp"
 
 
@@ -69,6 +73,15 @@ def _check_max_bytes(max_bytes: int | None) -> None:
         raise CarryError(f"max_bytes={max_bytes!r} is not accepted; accepted: an int >= 1 or None")
 
 
+def _checkpoint(f: Path) -> bool:
+    return any(fnmatch.fnmatch(f.name, pat) for pat in CHECKPOINTS)
+
+
+def _resumes_weights(f: Path) -> bool:
+    """The checkpoint, in a complete run, of the training that regenerates its lost weights."""
+    return f.name == REGENERATE_CHECKPOINT
+
+
 def to_carry(store_root: str | Path, weights: Sequence[str] = (), changed_since: float | None = None) -> list[Path]:
     """The files :func:`pack` takes from ``store_root``, relative to it, sorted.
 
@@ -82,18 +95,16 @@ def to_carry(store_root: str | Path, weights: Sequence[str] = (), changed_since:
     def new(f: Path) -> bool:
         return changed_since is None or f.stat().st_mtime > changed_since
 
-    def checkpoint(f: Path) -> bool:
-        return any(fnmatch.fnmatch(f.name, pat) for pat in CHECKPOINTS)
-
     out: list[Path] = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         files = sorted(f for f in folder.rglob("*") if f.is_file() and not fnmatch.fnmatch(f.name, TEMPORARIES))
         if incomplete_reason(folder) is None:  # complete: the weights asked for; its results if it ended here
             wanted = any(fnmatch.fnmatch(folder.name, w) for w in weights)
             ended_here = changed_since is not None and new(folder / "result.json")
-            out += [f for f in files if (wanted and f.name == "model.pt" and new(f))
-                    or (ended_here and not checkpoint(f))]
-        elif any(checkpoint(f) and new(f) for f in files):
+            out += [f for f in files if (wanted and f.name == WEIGHTS and new(f))
+                    or (ended_here and not _checkpoint(f))
+                    or (_resumes_weights(f) and new(f))]  # its lost weights half trained again
+        elif any(_checkpoint(f) and new(f) for f in files):
             out += files  # interrupted with a checkpoint: the whole folder resumes elsewhere
     return [f.relative_to(root) for f in out]
 
@@ -119,7 +130,8 @@ def pack(store_root: str | Path, out_dir: str | Path, weights: Sequence[str] = (
             runs.setdefault(rel.parts[0], []).append(rel)
         size = {rid: sum((root / r).stat().st_size + 1024 for r in rels) for rid, rels in runs.items()}  # + tar headers
         files, total = [], 0
-        complete = {rid: incomplete_reason(root / rid) is None for rid in runs}  # their weights alone
+        complete = {rid: incomplete_reason(root / rid) is None  # their weights alone
+                    and not any(_resumes_weights(r) for r in runs[rid]) for rid in runs}
         for rid in sorted(runs, key=lambda r: (complete[r], size[r], r)):
             if total + size[rid] <= max_bytes:
                 files += runs[rid]
@@ -179,7 +191,9 @@ def unpack(src_dir: str | Path, store_root: str | Path, name: str = "carry") -> 
     with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
         for member in tar.getmembers():
             rel = _run_file(member, man_path.name, depth=2)
-            if incomplete_reason(root / rel.parts[0]) is None and (root / rel).exists():
+            if incomplete_reason(root / rel.parts[0]) is None and (
+                    (_resumes_weights(rel) and (root / rel.parts[0] / WEIGHTS).exists())
+                    or ((root / rel).exists() and not _resumes_weights(rel))):
                 continue  # a complete run's files are never overwritten (its missing weights are added)
             atomic_write_bytes(root / rel, tar.extractfile(member).read())  # a newer checkpoint replaces an older
             written.append(rel.as_posix())

@@ -51,7 +51,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 from .. import paths
 from ..config import check_profile
 from ..io import atomic_write_json
-from ..results import ResultsStore, canonical_json
+from ..results import REGENERATE_CHECKPOINT, ResultsStore, canonical_json
 from .cells import KINDS, SECTIONS, Cell, expand, requires, runs_alone, selector
 
 EXECUTORS: tuple[str, ...] = ("local", "slurm")
@@ -105,6 +105,8 @@ class Plan:
                 state = f"complete ({self.done[c]})" if c in self.done else "to run"
                 if c in self.regenerate:
                     state += ", weights gone: trained again first"
+                    if (self.store_root / self.done[c] / REGENERATE_CHECKPOINT).exists():
+                        state += " (resumed from its checkpoint)"
                 lines.append(f"  {c.label:<48} {state}")
         return "\n".join(lines)
 
