@@ -49,13 +49,10 @@ sympy tabulate torch torchmetrics torchvision tqdm triton typing-extensions tzda
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "any")
 
 
-normalise = canonicalize_name  # PEP 503: "Json_Tricks" -> "json-tricks"
-
-
 def missing_on_device(distributions) -> list[str]:
     """The distributions (of those given) that neither the machine's image nor ``.whs/`` holds."""
-    have = DEVICE_HAS | {normalise(n) for n in WHEELS} | {NNI, "greenlib"}
-    return sorted({normalise(d) for d in distributions} - have)
+    have = DEVICE_HAS | {canonicalize_name(n) for n in WHEELS} | {NNI, "greenlib"}
+    return sorted({canonicalize_name(d) for d in distributions} - have)
 
 
 def build(out: Path) -> list[Path]:

@@ -17,8 +17,9 @@
 # collect: waits up to WAIT_S seconds (default 540) or until every grid has ended, prints each
 #   running job's last progress bar (epochs done, time gone<time left: what the last call's WAIT_S
 #   is chosen from), then writes under $OUT the results that landed (paper.tar.gz: no
-#   *.pt/*.ckpt/*.tmp) and the grids' logs; while a grid runs, also the next chunks (at most CARRY_MAX_MIB, 56, MiB, and what the results and logs
-#   leave of the OUT_MAX_MIB, 63, MiB that one call returns) of a rolling carry, in case the
+#   *.pt/*.ckpt/*.tmp) and the grids' logs; while a grid runs, also the next chunks (at most
+#   CARRY_MAX_MIB, 56, MiB, and what the results and logs leave of the OUT_MAX_MIB, 63, MiB
+#   that one call returns) of a rolling carry, in case the
 #   machine goes back before the last call (it does 30 s after a call): what changed since start
 #   (checkpoints of cut-off runs, new weights matching WEIGHTS_GLOB, the results of runs that ended),
 #   packed anew once every chunk of the previous pack went; a pack larger than one call (a CRD

@@ -7,6 +7,8 @@ import importlib.metadata as md
 import importlib.util
 import subprocess
 
+from packaging.utils import canonicalize_name
+
 from greenlib.paths import REPO_ROOT
 
 spec = importlib.util.spec_from_file_location("build_device_wheels", REPO_ROOT / "scripts" / "build_device_wheels.py")
@@ -33,7 +35,7 @@ def _imported_top_level_names() -> set[str]:
 def test_every_distribution_greenlib_imports_reaches_the_gpu_machine():
     by_module = md.packages_distributions()
     dists = {d for name in _imported_top_level_names() for d in by_module.get(name, [])}
-    assert {"nni", "submitit", "xmltodict", "torch"} <= {wheels.normalise(d) for d in dists}  # the scan sees lazy imports
+    assert {"nni", "submitit", "xmltodict", "torch"} <= {canonicalize_name(d) for d in dists}  # the scan sees lazy imports
     missing = [d for d in wheels.missing_on_device(dists) if d not in NOT_CARRIED]
     assert missing == [], f"add to WHEELS in scripts/build_device_wheels.py (or say why not): {missing}"
 

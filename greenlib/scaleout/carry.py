@@ -82,6 +82,18 @@ def _resumes_weights(f: Path) -> bool:
     return f.name == REGENERATE_CHECKPOINT
 
 
+def _kept(root: Path, rel: Path) -> bool:
+    """Whether :func:`unpack` leaves ``root / rel`` as it is: a complete run's files are never
+    overwritten (the weights it lacks are added), and the checkpoint of its weights' training is
+    written only while the weights are gone (a newer one replaces an older)."""
+    run = root / rel.parts[0]
+    if incomplete_reason(run) is not None:
+        return False
+    if _resumes_weights(rel):
+        return (run / WEIGHTS).exists()
+    return (root / rel).exists()
+
+
 def to_carry(store_root: str | Path, weights: Sequence[str] = (), changed_since: float | None = None) -> list[Path]:
     """The files :func:`pack` takes from ``store_root``, relative to it, sorted.
 
@@ -191,10 +203,8 @@ def unpack(src_dir: str | Path, store_root: str | Path, name: str = "carry") -> 
     with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
         for member in tar.getmembers():
             rel = _run_file(member, man_path.name, depth=2)
-            if incomplete_reason(root / rel.parts[0]) is None and (
-                    (_resumes_weights(rel) and (root / rel.parts[0] / WEIGHTS).exists())
-                    or ((root / rel).exists() and not _resumes_weights(rel))):
-                continue  # a complete run's files are never overwritten (its missing weights are added)
+            if _kept(root, rel):
+                continue
             atomic_write_bytes(root / rel, tar.extractfile(member).read())  # a newer checkpoint replaces an older
             written.append(rel.as_posix())
     return written
