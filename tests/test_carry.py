@@ -221,9 +221,14 @@ def test_gather_checks_a_carry_returned_over_several_calls_and_splits_it_for_the
         shutil.copy(tmp_path / "packed" / c["file"], calls[i % 3])
     assert carry.main(["gather", *map(str, reversed(calls)), "--into", str(tmp_path / ".cr7"), "--max-mib",
                        str(45_000 / 2**20)]) == 0
-    folders = sorted(p for p in tmp_path.iterdir() if p.name.startswith(".cr7"))
-    assert [f.name for f in folders] == [".cr7", ".cr7+2", ".cr7+3"]  # two 20 kB chunks a folder, the manifest first
-    assert all(sum(f.stat().st_size for f in d.iterdir()) <= 45_000 for d in folders)
+    folders = sorted((p for p in tmp_path.iterdir() if p.name.startswith(".cr7")), key=lambda p: len(p.name))
+    sizes = [sum(f.stat().st_size for f in d.iterdir()) for d in folders]
+    # cut anew, one chunk a folder, each folder filled (two of the 20 kB chunks would have left 5 kB)
+    assert [f.name for f in folders] == [".cr7", *(f".cr7+{i}" for i in range(2, len(folders) + 1))]
+    assert len(folders) == -(-(m["bytes"] + (folders[0] / "carry.json").stat().st_size) // 45_000)
+    assert all(s <= 45_000 for s in sizes) and all(s > 44_000 for s in sizes[:-1])
+    assert [sorted(f.name for f in d.iterdir()) for d in folders] == \
+        [["carry.json", "carry.tar.000"], *([[f"carry.tar.{i:03d}"] for i in range(1, len(folders))])]
     assert ".cr7+2: " in capsys.readouterr().out
     joined = tmp_path / "joined"  # what the device calls' set-up does with .cr7, .cr7+2, ...
     joined.mkdir()
@@ -241,7 +246,41 @@ def test_gather_checks_a_carry_returned_over_several_calls_and_splits_it_for_the
         carry.gather(calls, tmp_path / ".cr8")
     with pytest.raises(carry.CarryError, match="is not empty"):
         carry.gather([tmp_path / "packed"], tmp_path / ".cr7")
-    assert not (tmp_path / ".cr8").exists()
+    with pytest.raises(carry.CarryError, match="max_bytes=100 leaves no room beside the"):
+        carry.gather([tmp_path / "packed"], tmp_path / ".cr9", max_bytes=100)
+    assert not (tmp_path / ".cr8").exists() and not (tmp_path / ".cr9").exists()
+    assert sorted(carry.gather([tmp_path / "packed"], tmp_path / ".cr10")[0].iterdir()) == \
+        sorted((tmp_path / ".cr10" / f.name) for f in (tmp_path / "packed").iterdir())  # no limit: as packed
+
+
+def test_callsize_counts_the_tree_as_a_call_carries_it_and_refuses_a_call_over_64_mib(tmp_path, capsys, monkeypatch):
+    import subprocess
+    repo = tmp_path / "repo"
+    (repo / "figures").mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / ".gitignore").write_text("/.pa*/\n/.cache/\n")
+    (repo / "figures" / "big.png").write_bytes(b"x" * 3000)
+    (repo / "kept.py").write_bytes(b"y" * 1000)
+    subprocess.run(["git", "-C", str(repo), "add", "."], check=True)
+    (repo / "untracked.txt").write_bytes(b"z" * 500)  # not ignored: it travels
+    (repo / ".cache").mkdir()
+    (repo / ".cache" / "ignored").write_bytes(b"w" * 7000)  # ignored and not carried: it does not
+    (repo / ".pa1").mkdir()
+    (repo / ".pa1" / "part").write_bytes(b"p" * 2000)
+    tree = 3000 + 1000 + 500 + len((repo / ".gitignore").read_bytes())
+    assert carry.call_bytes([".pa1"], repo) == (tree, {".pa1": 2000})
+    (repo / "figures" / "big.png").unlink()  # left out of the checkout for the carrying calls
+    assert carry.call_bytes([], repo) == (tree - 3000, {})
+    monkeypatch.chdir(repo)
+    assert carry.main(["callsize", ".pa1", "-"]) == 0
+    assert "call 1: 0.0 MiB (the working tree 0.0 + .pa1 0.0) of 64" in capsys.readouterr().out
+    (repo / ".pa2").mkdir()
+    with open(repo / ".pa2" / "part", "wb") as f:
+        f.truncate(64 * 2**20)  # with the tree, over the limit
+    assert carry.main(["callsize", ".pa1", ".pa2"]) == 2
+    assert "error: call 2 (.pa2) carries 64.0 MiB, over the 64 MiB a call carries out" in capsys.readouterr().err
+    assert carry.main(["callsize", ".pa9"]) == 2
+    assert "carried folder '.pa9' is not a folder" in capsys.readouterr().err
 
 
 def _results_archive(results, path, exclude=("*.pt",)):

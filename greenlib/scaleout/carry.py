@@ -7,12 +7,16 @@ teacher. ``pack`` writes what the next machine needs as one tar in numbered chun
 ``chunk_bytes`` (a lending service that returns files of at most 16 MiB takes them as they are), with
 a manifest of their sizes and SHA-256; ``unpack`` checks and joins the chunks there and puts the
 files into the store; ``gather`` takes one carry that came back over several calls, checks it and
-splits it into folders that one call each carries out again::
+cuts it anew into folders that one call each carries out again::
 
     python -m greenlib.scaleout.carry pack  /tmp/greenlib/results/paper $OUT/carry --weights 'teacher-*'
     python -m greenlib.scaleout.carry unpack carried/ data/results/paper
-    python -m greenlib.scaleout.carry gather call1/carry call2/carry call3/carry --into .cr7 --max-mib 48
+    python -m greenlib.scaleout.carry gather call1/carry call2/carry call3/carry --into .cr7 --max-mib 44
     python -m greenlib.scaleout.carry land call1 call2 --into data/results/paper
+    python -m greenlib.scaleout.carry callsize .pa1 .pa2 .cr7 .cr7+2 .pa3,.whs
+
+``callsize`` says what each of the next calls carries out (the working tree as it is now and the
+folders named for that call) and fails when one is over the 64 MiB a call takes.
 
 ``land`` takes the runs that ended from the results archives the calls returned
 (``paper.tar.gz`` of ``scripts/campaign_session.sh collect``) into the committed store: complete
@@ -40,6 +44,7 @@ import fnmatch
 import hashlib
 import io
 import json
+import subprocess
 import sys
 import tarfile
 import tempfile
@@ -50,6 +55,7 @@ from ..io import atomic_write_bytes, atomic_write_json
 from ..results import REGENERATE_CHECKPOINT, incomplete_reason
 
 CHUNK_BYTES = 15 * 2**20
+CALL_BYTES = 64 * 2**20  # what one device call carries out, the working tree included
 CHECKPOINTS = ("*.pt", "*.ckpt")
 WEIGHTS = "model.pt"
 TEMPORARIES = "*.tmp"
@@ -213,9 +219,11 @@ def unpack(src_dir: str | Path, store_root: str | Path, name: str = "carry") -> 
 def gather(sources: Sequence[str | Path], into: str | Path, max_bytes: int | None = None,
            name: str = "carry") -> list[Path]:
     """One carry's manifest and chunks, returned over several calls (``sources``: their output
-    folders, in any order), checked and copied into ``into`` and, past ``max_bytes`` a folder (what
-    one call carries out beside the working tree), into ``<into>+2``, ``<into>+3`` ... (the device
-    calls' set-up joins them again); returns the folders written."""
+    folders, in any order), checked and copied into ``into``; with ``max_bytes`` (what one call
+    carries out beside the working tree) cut anew into one chunk a folder, ``into``, ``<into>+2``,
+    ``<into>+3`` ..., each of at most ``max_bytes`` with the manifest in the first (the device
+    calls' set-up joins them again): the 15 MiB chunks that suit the 8 files a call returns would
+    leave each folder up to a chunk short. Returns the folders written."""
     _check_max_bytes(max_bytes)
     srcs = [Path(s) for s in sources]
     for s in srcs:
@@ -227,32 +235,73 @@ def gather(sources: Sequence[str | Path], into: str | Path, max_bytes: int | Non
         raise CarryError(f"the sources hold {len(manifests)} different {name}.json ({found}); give one carry's calls")
     man_bytes, man_path = next(iter(manifests.items()))
     manifest = json.loads(man_bytes)
-    chunks, missing = [(man_path.name, man_bytes)], []  # the manifest first, then its chunks in order
+    parts, missing = [], []
     for c in manifest["chunks"]:
         found = [s / c["file"] for s in srcs if (s / c["file"]).is_file()]
         good = next((data for data in (f.read_bytes() for f in found) if _matches(data, c)), None)
         if good is not None:
-            chunks.append((c["file"], good))
+            parts.append(good)
         elif found:
             raise CarryError(f"chunk {str(found[0])!r} is damaged: its size or SHA-256 differs from {man_path}")
         else:
             missing.append(c["file"])
     if missing:
         raise CarryError(f"{len(missing)} chunk(s) of {man_path} are in none of the sources: {', '.join(missing)}")
-    out, folders, used = Path(into), [], 0
-    target = out
-    for file_name, data in chunks:
-        size = len(data)
-        if folders and max_bytes is not None and used + size > max_bytes:
-            target, used = out.with_name(f"{out.name}+{len(folders) + 1}"), 0
-        if not folders or folders[-1] != target:
-            if target.exists() and any(target.iterdir()):
-                raise CarryError(f"{str(target)!r} is not empty: gather into a new folder")
-            target.mkdir(parents=True, exist_ok=True)
-            folders.append(target)
-        (target / file_name).write_bytes(data)
-        used += size
-    return folders
+    data = b"".join(parts)
+    if _sha256(data) != manifest["sha256"]:
+        raise CarryError(f"the joined chunks of {man_path} do not match its SHA-256")
+    if max_bytes is None:
+        folders = [[(man_path.name, man_bytes), *((c["file"], p) for c, p in zip(manifest["chunks"], parts))]]
+    else:
+        folders = _one_chunk_a_folder(manifest, data, max_bytes, name)
+    out = Path(into)
+    targets = [out] + [out.with_name(f"{out.name}+{i}") for i in range(2, len(folders) + 1)]
+    for target in targets:
+        if target.exists() and any(target.iterdir()):
+            raise CarryError(f"{str(target)!r} is not empty: gather into a new folder")
+    for target, files in zip(targets, folders):
+        target.mkdir(parents=True, exist_ok=True)
+        for file_name, part in files:
+            (target / file_name).write_bytes(part)
+    return targets
+
+
+def _one_chunk_a_folder(manifest: dict, data: bytes, max_bytes: int, name: str) -> list[list[tuple[str, bytes]]]:
+    """``data`` cut into chunks that fill folders of ``max_bytes``, one a folder, and the manifest
+    (rewritten for them, the first folder's file) first: [[(file name, bytes), ...] a folder]."""
+    head = 0  # the manifest's size, which depends on how many chunks it lists
+    while True:
+        if max_bytes - head < 1:
+            raise CarryError(f"max_bytes={max_bytes} leaves no room beside the {head}-byte manifest")
+        cuts = [0, *range(max_bytes - head, len(data), max_bytes), len(data)]
+        pieces = [data[a:b] for a, b in zip(cuts, cuts[1:])]
+        chunks = [{"file": f"{name}.tar.{i:03d}", "bytes": len(p), "sha256": _sha256(p)} for i, p in enumerate(pieces)]
+        man = (json.dumps({**manifest, "chunks": chunks}, indent=2, sort_keys=True) + "\n").encode()
+        if len(man) <= head:
+            folders = [[(c["file"], p)] for c, p in zip(chunks, pieces)]
+            folders[0].insert(0, (f"{name}.json", man))
+            return folders
+        head = len(man)
+
+
+def call_bytes(folders: Sequence[str | Path], repo: str | Path = ".") -> tuple[int, dict[str, int]]:
+    """What one device call carries out: the working tree as it goes (tracked files that exist and
+    untracked ones git does not ignore, under ``repo``) and each carried folder, in bytes."""
+    root = Path(repo)
+    try:
+        listed = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                                capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as e:
+        raise CarryError(f"{str(root)!r}: cannot list the working tree with git ({e})") from None
+    tree = sum((root / f).lstat().st_size for f in set(listed.decode().split("\0")) - {""}
+               if (root / f).is_file() or (root / f).is_symlink())
+    sizes = {}
+    for d in folders:
+        path = root / d
+        if not path.is_dir():
+            raise CarryError(f"carried folder {str(d)!r} is not a folder under {str(root)!r}")
+        sizes[str(d)] = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return tree, sizes
 
 
 def land(archives: Sequence[str | Path], store_root: str | Path) -> dict:
@@ -323,7 +372,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     g = sub.add_parser("gather", help="one carry's chunks from several calls' outputs into folders of one call each")
     g.add_argument("sources", nargs="+", help="the calls' output folders holding the carry's files")
     g.add_argument("--into", required=True, help="the first folder (e.g. .cr7); the next ones are .cr7+2, ...")
-    g.add_argument("--max-mib", type=float, default=None, help="at most this much a folder (one call out)")
+    g.add_argument("--max-mib", type=float, default=None,
+                   help="at most this much a folder (one call out: 63 less the tree that callsize prints)")
+    z = sub.add_parser("callsize", help="what each of the next device calls carries out, checked against 64 MiB")
+    z.add_argument("calls", nargs="+", metavar="FOLDERS",
+                   help="one call's carried folders, comma-separated (e.g. .pa3,.whs; '-' for none), a call each")
     d = sub.add_parser("land", help="the complete runs of the calls' results archives into the committed store")
     d.add_argument("archives", nargs="+",
                    help="paper.tar.gz files, or the calls' output folders holding one, oldest first")
@@ -350,6 +403,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             for f in folders:
                 print(f"{f}: {sum(x.stat().st_size for x in f.iterdir()) / 2**20:.1f} MiB, "
                       f"{len(list(f.iterdir()))} files")
+        elif args.cmd == "callsize":
+            over = []
+            for i, call in enumerate(args.calls, 1):
+                names = [] if call == "-" else call.split(",")
+                tree, sizes = call_bytes(names)
+                total = tree + sum(sizes.values())
+                parts = " + ".join(f"{d} {b / 2**20:.1f}" for d, b in sizes.items())
+                print(f"call {i}: {total / 2**20:.1f} MiB (the working tree {tree / 2**20:.1f}"
+                      f"{' + ' + parts if parts else ''}) of {CALL_BYTES / 2**20:.0f}")
+                if total > CALL_BYTES:
+                    over.append(f"call {i} ({call}) carries {total / 2**20:.1f} MiB")
+            if over:
+                raise CarryError(f"{'; '.join(over)}, over the {CALL_BYTES / 2**20:.0f} MiB a call carries out; "
+                                 f"leave more of the tree out or split the folder")
         elif args.cmd == "land":
             res = land(args.archives, args.into)
             for rid in res["landed"]:
