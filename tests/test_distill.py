@@ -195,6 +195,20 @@ def test_loss_decreases_over_a_few_steps(method, toy):
         assert losses[-1] < losses[0], (method, phase, losses)
 
 
+def test_a_distillers_modules_are_drawn_the_same_whether_or_not_the_shapes_were_cached():
+    from greenlib.distill import registry
+    labels = torch.arange(NUM_CLASSES).repeat(4)
+    states = []
+    for cached in (False, True):
+        if not cached:
+            registry.feature_shapes.cache_clear()  # a grid job's first build: the shapes' throw-away model
+        torch.manual_seed(0)
+        states.append(distill.build("CRD", TEACHER, STUDENT, labels, NUM_CLASSES).state_dict())
+        states.append(torch.rand(3))  # and the caller's random state after it
+    assert all(torch.equal(states[0][k], states[2][k]) for k in states[0])
+    assert torch.equal(states[1], states[3])
+
+
 def test_crd_draws_negatives_from_other_classes_and_updates_its_memory(toy):
     _, _, labels = toy
     d = distill.build("CRD", TEACHER, STUDENT, labels, NUM_CLASSES)
@@ -285,6 +299,7 @@ def test_run_writes_a_complete_folder_and_accounts_tec_as_teacher_plus_pretrain_
         assert m["tec_wh"] == pytest.approx(m["tec_teacher_wh"] + pre + m["tec_distill_wh"])
         assert m["tec_wh"] > m["tec_teacher_wh"] > 0 and m["iec_wh"] > 0 and 0 <= m["acc"] <= 1
         assert m["teacher_acc"] == teacher["metrics"]["acc"]
+        assert m["teacher_weights_acc"] == m["teacher_acc"]  # the stored weights, measured again: the same
         assert res["config"]["kind"] == "distillation" and res["config"]["method"] == method
     assert results["FT"]["config"]["pretrain_epochs"] == 1 and results["FT"]["config"]["factor_rate"] == 0.5
 
@@ -355,6 +370,52 @@ def test_shared_iec_is_measured_once_per_student_architecture(runs):
     assert "inference" not in a["stages"] and a["config"]["iec_shared"] is True
     iec = json.loads((ctx.store.root / a["metrics"]["iec_run_id"] / "result.json").read_text())
     assert iec["config"]["kind"] == "iec" and iec["config"]["model"] == STUDENT and "inference" in iec["stages"]
+
+
+def test_a_student_records_how_good_the_teacher_weights_it_learned_from_are(ctx, runs):
+    # weights lost and trained again are not the measured run's: the student measures the ones it got
+    t_id = runs[0]["KD"]["config"]["teacher_run_id"]
+    weights = ctx.store.root / t_id / "model.pt"
+    kept = weights.read_bytes()
+    net = build_model(TEACHER, num_classes=ctx.dataset.num_classes)
+    net.load_state_dict(torch.load(weights, weights_only=True))
+    for t in net.state_dict().values():
+        if t.is_floating_point():
+            t.zero_()  # every logit 0: class 0 everywhere
+    torch.save(net.state_dict(), weights)
+    try:
+        res = distill.run_distillation(ctx, TEACHER, STUDENT, "AT", seed=0, progress=False)
+    finally:
+        weights.write_bytes(kept)
+    _, test_loader = ctx.loaders(0)
+    labels = torch.cat([y for _, y in test_loader])
+    assert res["metrics"]["teacher_weights_acc"] == float((labels == 0).float().mean())
+    assert res["metrics"]["teacher_acc"] == runs[0]["KD"]["metrics"]["teacher_acc"]  # the run's, as stored
+    table = tables.teacher_table(distill.stored_teachers(ctx.cfg), distill.stored_distillations(
+        config.resolve("distillation", **{**ctx.cfg.to_dict(), "methods": ["KD", "FT", "AT"]})))
+    row = table[table["run_id"] == t_id].iloc[0]
+    mean = (2 * runs[0]["KD"]["metrics"]["teacher_acc"] + res["metrics"]["teacher_weights_acc"]) / 3
+    assert row["weights_acc_percent"] == round(100 * mean, 2)
+
+
+def test_measuring_the_teacher_leaves_the_students_training_as_it_was(tmp_path, monkeypatch):
+    real = distill.run.evaluate
+
+    def drawing(*a, **k):  # a loader that draws from the random state, as worker processes' seeds do
+        torch.rand(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(distill.run, "evaluate", drawing)
+    weights = []
+    for measured in (True, False):
+        monkeypatch.setenv("GREENLIB_DATA", str(tmp_path / str(measured)))
+        if not measured:
+            monkeypatch.setattr(distill.run, "teacher_weights_accuracy", lambda *a: 0.0)
+        c = _ctx(iec_shared=False)
+        res = distill.run_distillation(c, TEACHER, STUDENT, "CRD", seed=0, progress=False)  # draws negatives
+        weights.append(torch.load(c.store.root / res["run_id"] / "model.pt", weights_only=True))
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
 def test_tables_carry_both_accuracies_and_choose_one(ctx, runs):

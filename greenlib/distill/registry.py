@@ -52,9 +52,12 @@ def feature_shapes(model_name: str, num_classes: int = 100) -> tuple[Shape, ...]
     """Per-sample shapes of ``extract``'s features for zoo model ``model_name`` on 32x32 images.
 
     Found by one forward of two blank images in eval mode (shapes do not depend on the weights).
-    Raises ValueError for an unknown model.
+    Raises ValueError for an unknown model. The random state is put back after the throw-away weights
+    are drawn: a distiller's modules, built after this, are drawn the same whether or not the shapes
+    were cached already (a grid job's first build, or a notebook's after ``check_plan``).
     """
-    model = build_model(model_name, num_classes=num_classes).eval()
+    with torch.random.fork_rng(devices=[]):
+        model = build_model(model_name, num_classes=num_classes).eval()
     with torch.no_grad():
         feats, _ = model.extract(torch.zeros(2, 3, 32, 32))
     return tuple(tuple(f.shape[1:]) for f in feats)

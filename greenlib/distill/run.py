@@ -166,6 +166,7 @@ def run_distillation(ctx: Context, teacher: str, student: str, method: str, seed
         raise RuntimeError(f"teacher run {teacher_res['run_id']} is not the expected {t_id}: "
                            "greenlib.distill.run.teacher_run_id is out of step with teacher.run_teacher")
     teacher_model.requires_grad_(False).eval()
+    teacher_weights_acc = teacher_weights_accuracy(tctx, teacher_model, seed)
     metrics = _distill_and_measure(ctx, run, model, teacher_model, distiller, cls, student, seed, progress)
     if cfg.iec_shared:
         iec = student_iec(ctx, student, seed)
@@ -180,12 +181,25 @@ def run_distillation(ctx: Context, teacher: str, student: str, method: str, seed
         "tec_wh": tm["tec_wh"] + metrics["tec_pretrain_wh"] + metrics["tec_distill_wh"],
         "tec_j": tm["tec_j"] + metrics.pop("_student_j"),
         "teacher_train_elapsed_s": tm["train_elapsed_s"], "teacher_acc": tm["acc"], "teacher_params": tm["params"],
+        "teacher_weights_acc": teacher_weights_acc,
         "energy_measured_by": "+".join(map(str, sources)),
         "estimated": metrics["estimated"] or bool(tm["estimated"]),
         "params": info["params"], "flops_per_image": info["flops_per_image"],
         "dataset_description": ctx.dataset.description,
     }
     return run.finish(metrics)
+
+
+def teacher_weights_accuracy(tctx: Context, teacher: torch.nn.Module, seed: int) -> float:
+    """Top-1 accuracy (a fraction) on ``tctx``'s test set of the teacher weights a student learns from.
+
+    It equals the teacher run's stored ``acc`` where the weights are that run's own; where they were
+    lost and trained again (:func:`greenlib.experiments.stored_model`, which keeps the stored
+    measurement), it says how good the teacher this student actually had is. Outside every traced
+    window (bookkeeping, not the method), and before the student's stages seed the random state, so
+    that the student trains as it would without it."""
+    _, test_loader = tctx.loaders(seed)
+    return evaluate(teacher, test_loader, tctx.device)["acc"]
 
 
 def _distill_and_measure(ctx: Context, run: Run, student: torch.nn.Module, teacher: torch.nn.Module,

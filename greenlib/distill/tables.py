@@ -50,18 +50,24 @@ def teacher_table(teachers: pd.DataFrame, distillations: pd.DataFrame) -> pd.Dat
     training time, and how many of ``distillations`` use it (0: no student distilled from it yet).
 
     ``acc_percent`` and ``acc_cited_percent`` are percentages; ``train_hours`` is the training stage's
-    wall time, summed over the machines a carried run ran on.
+    wall time, summed over the machines a carried run ran on. ``weights_acc_percent``: the accuracy of
+    the weights its students learned from, as each student run measured it (``teacher_weights_acc``;
+    their mean, NaN where none recorded it): not ``acc_percent`` where the weights were lost and
+    trained again (:func:`greenlib.experiments.stored_model` keeps the stored measurement).
     """
-    cols = ["teacher", "seed", "hardware", "dataset", "epochs", "acc_percent", "acc_cited_percent", "tec_wh",
-            "train_hours", "students", "run_id"]
+    cols = ["teacher", "seed", "hardware", "dataset", "epochs", "acc_percent", "acc_cited_percent",
+            "weights_acc_percent", "tec_wh", "train_hours", "students", "run_id"]
     if teachers.empty:
         return pd.DataFrame(columns=cols)
     used = distillations["teacher_run_id"].value_counts() if len(distillations) else pd.Series(dtype=int)
+    weights_acc = (distillations.groupby("teacher_run_id")["teacher_weights_acc"].mean()
+                   if len(distillations) and "teacher_weights_acc" in distillations else pd.Series(dtype=float))
     out = pd.DataFrame({
         "teacher": teachers["model"], "seed": teachers["seed"], "hardware": teachers["hardware"],
         "dataset": teachers["dataset"], "epochs": teachers["epochs"].astype(int),
         "acc_percent": (100 * teachers["acc"]).round(2),
         "acc_cited_percent": [100 * cited_teacher_accuracy(t) for t in teachers["model"]],
+        "weights_acc_percent": [round(100 * weights_acc.get(r, float("nan")), 2) for r in teachers["run_id"]],
         "tec_wh": teachers["tec_wh"], "train_hours": teachers["train_elapsed_s"] / 3600,
         "students": [int(used.get(r, 0)) for r in teachers["run_id"]], "run_id": teachers["run_id"]})
     return out.sort_values(["teacher", "seed", "hardware"]).reset_index(drop=True)
