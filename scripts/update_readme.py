@@ -3,8 +3,10 @@
     python scripts/update_readme.py [--profile quick] [--check]
 
 A block ``<!-- generated:NAME -->`` ... ``<!-- /generated:NAME -->`` in README.md receives
-``figures/<profile>/NAME.md`` (a table notebook 20 writes). ``--check`` exits 1 when a block
-differs from its file (a test runs it), so the README never shows numbers no run produced.
+``figures/<profile>/NAME.md`` (a table notebook 20 writes); ``<!-- generated:NAME@PROFILE -->``
+takes that profile's file whatever ``--profile`` says (a headline from the paper store beside the
+cost the quick store predicts). ``--check`` exits 1 when a block differs from its file (a test runs
+it), so the README never shows numbers no run produced.
 """
 from __future__ import annotations
 
@@ -14,16 +16,19 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-BLOCK = re.compile(r"(<!-- generated:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /generated:(?P=name) -->)", re.S)
+BLOCK = re.compile(r"(<!-- generated:(?P<name>[\w-]+)(?:@(?P<profile>[\w-]+))? -->\n)(?P<body>.*?)"
+                   r"(<!-- /generated:(?P=name) -->)", re.S)
 
 
 def render(text: str, profile: str, root: Path = REPO) -> str:
-    """``text`` with every generated block replaced by its file's content; SystemExit names a missing file."""
+    """``text`` with every generated block replaced by its file's content (``profile`` where the
+    block names none); SystemExit names a missing file."""
     def fill(m: re.Match) -> str:
-        path = root / "figures" / profile / f"{m['name']}.md"
+        prof = m["profile"] or profile
+        path = root / "figures" / prof / f"{m['name']}.md"
         if not path.exists():
-            raise SystemExit(f"error: {path.relative_to(root)} does not exist; run notebook 20 for profile {profile!r}")
-        return f"{m.group(1)}{path.read_text().strip()}\n{m.group(4)}"
+            raise SystemExit(f"error: {path.relative_to(root)} does not exist; run notebook 20 for profile {prof!r}")
+        return f"{m.group(1)}{path.read_text().strip()}\n{m.group(5)}"
 
     return BLOCK.sub(fill, text)
 

@@ -21,3 +21,15 @@ def test_render_fills_each_block_and_names_a_missing_file(tmp_path):
     assert update_readme.render(text, "quick", tmp_path) == "x\n<!-- generated:t -->\n| a |\n|---|\n| 1 |\n<!-- /generated:t -->\ny\n"
     with pytest.raises(SystemExit, match="figures/quick/u.md does not exist"):
         update_readme.render("<!-- generated:u -->\n<!-- /generated:u -->", "quick", tmp_path)
+
+
+def test_a_block_that_names_its_profile_takes_that_profiles_file(tmp_path):
+    for profile, row in (("quick", "1"), ("paper", "2")):
+        (tmp_path / "figures" / profile).mkdir(parents=True)
+        (tmp_path / "figures" / profile / "t.md").write_text(f"| a |\n|---|\n| {row} |\n")
+    text = "<!-- generated:t@paper -->\nold\n<!-- /generated:t -->\n<!-- generated:t -->\nold\n<!-- /generated:t -->\n"
+    assert update_readme.render(text, "quick", tmp_path) == (
+        "<!-- generated:t@paper -->\n| a |\n|---|\n| 2 |\n<!-- /generated:t -->\n"
+        "<!-- generated:t -->\n| a |\n|---|\n| 1 |\n<!-- /generated:t -->\n")
+    with pytest.raises(SystemExit, match="figures/smoke/t.md does not exist; run notebook 20 for profile 'smoke'"):
+        update_readme.render("<!-- generated:t@smoke -->\n<!-- /generated:t -->", "quick", tmp_path)
