@@ -300,6 +300,84 @@ def test_a_run_killed_in_the_search_resumes_from_its_last_search_epoch(monkeypat
     assert res["run_id"] == folder.name
 
 
+def _search_state(tmp_path, name, strategy, space, size):
+    """A search of 4 + 4 steps on the CPU: its architecture, epoch records and checkpointed state,
+    and how many candidate paths the ProxylessNAS backward ran in the architecture steps and in the
+    weight steps."""
+    import importlib
+
+    from greenlib.experiments import device_tracer
+    from greenlib.nas import backend, spaces, strategies
+    from greenlib.nas.search import SearchConfig, search
+
+    backend.import_nni()
+    from nni.nas.oneshot.pytorch.supermodule import proxyless
+
+    torch.manual_seed(0)
+    x, y = torch.randn(32, 3, 32, 32), torch.randint(0, 10, (32,))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)
+    net = spaces.build_space(space, size, 10)
+    search_mod = importlib.import_module("greenlib.nas.search")
+    runs, step, apply, module_class = {"arch": 0, "weights": 0}, ["arch"], proxyless._ProxylessFunction.apply, \
+        search_mod._module_class
+
+    def counting(forward_path, *args):
+        def counted(k, *inp):
+            runs[step[0]] += 1  # the backward runs after the step that built its graph
+            return forward_path(k, *inp)
+        return apply(counted, *args)
+
+    def stepping():
+        class Stepping(module_class()):
+            def training_step(self, batch, batch_idx):
+                step[0] = "weights" if batch_idx % 2 else "arch"
+                return super().training_step(batch, batch_idx)
+        return Stepping
+
+    proxyless._ProxylessFunction.apply, search_mod._module_class = counting, stepping
+    try:
+        with device_tracer(torch.device("cpu"), "auto", 0.1) as tracer:
+            arch, summary = search(net, strategies.get(strategy).make(), loader, loader, torch.device("cpu"),
+                                   SearchConfig(epochs=1), tracer, tmp_path / name, progress=False,
+                                   checkpoint=tmp_path / name / "search.ckpt")
+    finally:
+        proxyless._ProxylessFunction.apply, search_mod._module_class = apply, module_class
+    saved = torch.load(tmp_path / name / "search.ckpt", map_location="cpu", weights_only=False)
+    state = dict(saved["state_dict"])
+    for i, opt in enumerate(saved["optimizer_states"]):  # both optimizers' momentum and Adam's moments, in
+        for k in {k for st in opt["state"].values() for k in st}:  # an order of their own (NNI lists the
+            values = sorted((st[k] for st in opt["state"].values()),  # path weights from a set)
+                            key=lambda v: (tuple(v.shape), v.flatten().tolist()))
+            state |= {f"optimizer{i}/{k}/{j}": v for j, v in enumerate(values)}
+    return arch, [(e["train_loss"], e["train_acc"]) for e in summary["epochs"]], state, runs
+
+
+@pytest.mark.filterwarnings("ignore:When using training service")  # NNI on the plain DataLoader of this test
+@pytest.mark.parametrize("strategy, space, size", [("proxyless", "proxyless", SpaceSize(width=4, blocks=2)),
+                                                   ("darts", "darts", SpaceSize(width=4, cells=3))])
+def test_a_search_step_builds_no_gradient_the_next_step_throws_away_and_searches_the_same(
+        tmp_path, monkeypatch, strategy, space, size):
+    # NNI's architecture step also computes the weights' gradients and its weight step the path
+    # weights', each zeroed before use; ours builds neither: the same architecture, losses and state
+    import contextlib
+    import importlib
+
+    search_mod = importlib.import_module("greenlib.nas.search")
+    arch, records, state, runs = _search_state(tmp_path, "ours", strategy, space, size)
+    monkeypatch.setattr(search_mod, "_without_gradients", lambda params: contextlib.nullcontext())
+    nni_arch, nni_records, nni_state, nni_runs = _search_state(tmp_path, "nni", strategy, space, size)
+    assert arch == nni_arch and records == nni_records
+    assert state.keys() == nni_state.keys()
+    running = ("running_mean", "running_var", "num_batches_tracked")  # the candidates NNI ran only for the
+    for k in state:                                                   # path weights' gradient update theirs
+        if not k.endswith(running):
+            assert torch.equal(state[k], nni_state[k]), k
+    if strategy == "proxyless":  # NNI runs the other candidates of every mixed layer in every step's
+        assert runs == {"arch": nni_runs["arch"], "weights": 0} and nni_runs["weights"] > 0  # backward
+    else:
+        assert runs == nni_runs == {"arch": 0, "weights": 0}  # DARTS runs every candidate in its forward
+
+
 def test_a_search_checkpoint_that_does_not_load_is_dropped_with_a_warning(tmp_path):
     from greenlib.nas.search import _readable
 
@@ -366,3 +444,5 @@ def test_proxyless_architecture_gradient_is_nnis_in_tensor_form():
 def test_a_proxyless_search_records_which_architecture_gradient_it_ran(runs):
     assert runs["proxyless"]["stages"]["search"]["arch_gradient"] == "vectorised"
     assert "arch_gradient" not in runs["darts"]["stages"]["search"]  # DARTS' gradient is NNI's, unchanged
+    assert {s: runs[s]["stages"]["search"]["unused_gradients"] for s in runs} == {
+        "darts": "not computed", "proxyless": "not computed"}

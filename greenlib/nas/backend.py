@@ -111,8 +111,8 @@ def _proxyless_backward(ctx, *grad_output):
 
     softmax, sample_index, forward_path_func, num_inputs = ctx.softmax, ctx.sample_index, ctx.forward_path_func, \
         ctx.num_inputs
-    if ctx.needs_input_grad[0]:  # as NNI: never (input 0 is a function)
-        grads = None
+    if ctx.needs_input_grad[0] or not ctx.needs_input_grad[4]:  # input 0: as NNI (never); 4: the path weights,
+        grads = None  # which need none in a weight step (greenlib.nas.search): no candidate is run for them
     else:
         arch_alpha, *layer_input_output = ctx.saved_tensors
         layer_input = layer_input_output[:num_inputs]

@@ -218,6 +218,7 @@ def _search_stage(ctx: Context, run: Run, strategy: str, space: str, size: Space
                            root=run.folder / "lightning", progress=progress,
                            checkpoint=run.folder / SEARCH_CHECKPOINT)
     summary = summary | eager_stage("search", "nas search")
+    summary["unused_gradients"] = "not computed"  # searches before 2026-11-29 computed them (docs/nas.md)
     if strategy == "proxyless":  # searches before 2026-11-28 ran NNI's scalar loop (docs/nas.md)
         summary["arch_gradient"] = "vectorised"
     run.save_stage("search", summary, experiments.stage_samples(tracer, summary))

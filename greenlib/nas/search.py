@@ -13,6 +13,7 @@ trained with the DARTS recipe: SGD momentum 0.9, weight decay 3e-4, cosine from 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from dataclasses import dataclass
@@ -53,6 +54,19 @@ def _module_class():
             super().__init__()
             self.cfg = cfg
             self.reset_epoch()
+            self._split: tuple[list[nn.Parameter], list[nn.Parameter]] | None = None
+
+        def parameter_split(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+            """(architecture parameters, weights) of the supernet: the former as NNI's one-shot module
+            collects them (``arch_parameters`` of its supernet modules), the latter every other one."""
+            if self._split is None:
+                from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule
+
+                arch = {id(p): p for m in self.model.modules()
+                        if isinstance(m, BaseSuperNetModule) and hasattr(m, "arch_parameters")
+                        for p in m.arch_parameters()}
+                self._split = (list(arch.values()), [p for p in self.model.parameters() if id(p) not in arch])
+            return self._split
 
         def reset_epoch(self) -> None:
             self.loss_sum, self.correct, self.images = None, None, 0
@@ -62,7 +76,13 @@ def _module_class():
 
         def training_step(self, batch, batch_idx):
             x, y = batch
-            logits = self.model(x)
+            arch, weights = self.parameter_split()
+            # NNI's one-shot step 2i updates the architecture, 2i+1 the weights, and each zeroes the
+            # other's gradients before it uses them: built without them, the graph computes neither
+            # (in ProxylessNAS' weight step, every candidate's output per mixed layer; in its
+            # architecture step, the weights' gradients). What is stepped is the same.
+            with _without_gradients(weights if batch_idx % 2 == 0 else arch):
+                logits = self.model(x)
             loss = nn.functional.cross_entropy(logits, y)
             if batch_idx % 2 == 1:  # NNI's one-shot modules call 2i for the architecture step, 2i+1 for weights
                 n = y.shape[0]
@@ -79,6 +99,19 @@ def _module_class():
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 
     return SupernetModule
+
+
+@contextlib.contextmanager
+def _without_gradients(params: list[nn.Parameter]):
+    """``params`` need no gradient in the graphs built inside (their flags come back after)."""
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
 
 
 def _callback_class():
