@@ -74,6 +74,11 @@ def _matches(part: bytes, chunk: dict) -> bool:
     return len(part) == chunk["bytes"] and _sha256(part) == chunk["sha256"]
 
 
+def _chunk_entries(pieces: Sequence[bytes], name: str) -> list[dict]:
+    """The manifest's entry of each chunk, in order: its file (``<name>.tar.NNN``), size and SHA-256."""
+    return [{"file": f"{name}.tar.{i:03d}", "bytes": len(p), "sha256": _sha256(p)} for i, p in enumerate(pieces)]
+
+
 def _check_max_bytes(max_bytes: int | None) -> None:
     if max_bytes is not None and (not isinstance(max_bytes, int) or max_bytes < 1):
         raise CarryError(f"max_bytes={max_bytes!r} is not accepted; accepted: an int >= 1 or None")
@@ -163,12 +168,10 @@ def pack(store_root: str | Path, out_dir: str | Path, weights: Sequence[str] = (
             tar.add(root / rel, arcname=rel.as_posix(), recursive=False)
     data = buf.getvalue()
     out.mkdir(parents=True, exist_ok=True)
-    chunks = []
-    for i in range(0, len(data), chunk_bytes):
-        part = data[i:i + chunk_bytes]
-        path = out / f"{name}.tar.{len(chunks):03d}"
-        path.write_bytes(part)
-        chunks.append({"file": path.name, "bytes": len(part), "sha256": _sha256(part)})
+    pieces = [data[i:i + chunk_bytes] for i in range(0, len(data), chunk_bytes)]
+    chunks = _chunk_entries(pieces, name)
+    for c, part in zip(chunks, pieces):
+        (out / c["file"]).write_bytes(part)
     manifest = {"files": [r.as_posix() for r in files], "bytes": len(data), "sha256": _sha256(data),
                 "chunks": chunks, "weights": list(weights), "left_out": left_out}
     atomic_write_json(out / f"{name}.json", manifest)
@@ -275,7 +278,7 @@ def _one_chunk_a_folder(manifest: dict, data: bytes, max_bytes: int, name: str) 
             raise CarryError(f"max_bytes={max_bytes} leaves no room beside the {head}-byte manifest")
         cuts = [0, *range(max_bytes - head, len(data), max_bytes), len(data)]
         pieces = [data[a:b] for a, b in zip(cuts, cuts[1:])]
-        chunks = [{"file": f"{name}.tar.{i:03d}", "bytes": len(p), "sha256": _sha256(p)} for i, p in enumerate(pieces)]
+        chunks = _chunk_entries(pieces, name)
         man = (json.dumps({**manifest, "chunks": chunks}, indent=2, sort_keys=True) + "\n").encode()
         if len(man) <= head:
             folders = [[(c["file"], p)] for c, p in zip(chunks, pieces)]
