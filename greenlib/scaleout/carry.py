@@ -407,12 +407,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{f}: {sum(x.stat().st_size for x in f.iterdir()) / 2**20:.1f} MiB, "
                       f"{len(list(f.iterdir()))} files")
         elif args.cmd == "callsize":
-            over = []
-            for i, call in enumerate(args.calls, 1):
-                names = [] if call == "-" else call.split(",")
-                tree, sizes = call_bytes(names)
-                total = tree + sum(sizes.values())
-                parts = " + ".join(f"{d} {b / 2**20:.1f}" for d, b in sizes.items())
+            over, calls = [], [[] if call == "-" else call.split(",") for call in args.calls]
+            tree, sizes = call_bytes([d for names in calls for d in names])  # the tree listed once for all calls
+            for i, (call, names) in enumerate(zip(args.calls, calls), 1):
+                total = tree + sum(sizes[d] for d in names)
+                parts = " + ".join(f"{d} {sizes[d] / 2**20:.1f}" for d in names)
                 print(f"call {i}: {total / 2**20:.1f} MiB (the working tree {tree / 2**20:.1f}"
                       f"{' + ' + parts if parts else ''}) of {CALL_BYTES / 2**20:.0f}")
                 if total > CALL_BYTES:
