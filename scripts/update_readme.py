@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-BLOCK = re.compile(r"(<!-- generated:(?P<name>[\w-]+)(?:@(?P<profile>[\w-]+))? -->\n)(?P<body>.*?)"
-                   r"(<!-- /generated:(?P=name) -->)", re.S)
+BLOCK = re.compile(r"(?P<open><!-- generated:(?P<name>[\w-]+)(?:@(?P<profile>[\w-]+))? -->\n)(?P<body>.*?)"
+                   r"(?P<close><!-- /generated:(?P=name) -->)", re.S)
 
 
 def render(text: str, profile: str, root: Path = REPO) -> str:
@@ -28,7 +28,7 @@ def render(text: str, profile: str, root: Path = REPO) -> str:
         path = root / "figures" / prof / f"{m['name']}.md"
         if not path.exists():
             raise SystemExit(f"error: {path.relative_to(root)} does not exist; run notebook 20 for profile {prof!r}")
-        return f"{m.group(1)}{path.read_text().strip()}\n{m.group(5)}"
+        return f"{m['open']}{path.read_text().strip()}\n{m['close']}"
 
     return BLOCK.sub(fill, text)
 
