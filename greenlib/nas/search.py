@@ -125,14 +125,69 @@ def _callback_class():
             self.checkpoint = checkpoint
             self.records: list[dict[str, Any]] = []
             self.restored = 0  # epochs whose records came from a checkpoint (trained by an earlier process)
+            self.saved_order: list[list[str]] | None = None  # each optimizer's parameters, as the checkpoint holds them
+            self.arch_state_reset = False  # whether the architecture optimizer's state could not be restored
+            self.trainer = self.pl_module = None
+
+        def setup(self, trainer, pl_module, stage) -> None:
+            self.trainer, self.pl_module = trainer, pl_module
+
+        def optimizer_order(self) -> list[list[str]]:
+            """Each optimizer's parameters by name, in its order (which Lightning restores it by)."""
+            names = {id(p): n for n, p in self.pl_module.named_parameters()}
+            return [[names.get(id(p), "?") for g in opt.param_groups for p in g["params"]]
+                    for opt in self.trainer.optimizers]
 
         def state_dict(self) -> dict[str, Any]:
-            return {"records": self.records}
+            return {"records": self.records, "optimizer_order": self.optimizer_order()}
 
         def load_state_dict(self, state: dict[str, Any]) -> None:
             self.records = list(state["records"])
+            self.saved_order = state.get("optimizer_order")  # absent from checkpoints written before 2026-11-29
             self.restored = len(self.records)
             self.bar.update(self.restored)
+
+        def on_train_start(self, trainer, pl_module):
+            if self.restored:
+                self.match_optimizer_states(trainer)
+
+        def match_optimizer_states(self, trainer) -> None:
+            """Give each parameter its own optimizer state back after a resume.
+
+            Lightning restores an optimizer's state by position, and NNI lists the architecture
+            parameters from a set (``DartsLightningModule.arch_parameters``, DARTS and ProxylessNAS):
+            in the order of their memory addresses, another one in each process. The checkpoint holds
+            each optimizer's order by name; the states move to the parameters of those names. A
+            checkpoint without it (written before this was fixed) cannot say which Adam moments are
+            whose: the architecture optimizer starts its moments anew (``arch_state_reset``; the
+            architecture parameters, the weights and their optimizer resume exactly)."""
+            current = self.optimizer_order()
+            if any("?" in order for order in current):
+                raise RuntimeError(f"{self.stage}: an optimizer holds a parameter the module does not name")
+            arch = {id(p) for p in self.module.parameter_split()[0]}
+            for i, opt in enumerate(trainer.optimizers):
+                params = [p for g in opt.param_groups for p in g["params"]]
+                saved = self.saved_order[i] if self.saved_order is not None else None
+                if saved == current[i]:
+                    continue
+                if saved is None:
+                    if params and all(id(p) in arch for p in params):
+                        opt.state.clear()
+                        self.arch_state_reset = True
+                        warnings.warn(f"{self.stage}: the search checkpoint does not say which architecture "
+                                      "parameter each Adam state belongs to; the architecture optimizer starts "
+                                      f"its moments anew at epoch {self.restored}", stacklevel=2)
+                    continue
+                sizes = [len(g["params"]) for g in opt.param_groups]
+                starts = [sum(sizes[:k]) for k in range(len(sizes))]
+                if any(sorted(saved[a:a + n]) != sorted(current[i][a:a + n]) for a, n in zip(starts, sizes)):
+                    raise RuntimeError(f"{self.stage}: optimizer {i} of the search checkpoint holds other "
+                                       f"parameters than this search's ({len(saved)} vs {len(current[i])})")
+                loaded = {name: opt.state[p] for name, p in zip(saved, params) if p in opt.state}
+                opt.state.clear()
+                for name, p in zip(current[i], params):
+                    if name in loaded:
+                        opt.state[p] = loaded[name]
 
         def on_train_epoch_start(self, trainer, pl_module):
             self.module.reset_epoch()
@@ -227,6 +282,8 @@ def search(space: nn.Module, strategy, train_loader, val_loader, device: torch.d
     summary |= {k: windows.records[i]["window"][k] for i, k in ((first, "start_s"), (-1, "end_s"))
                 if k in windows.records[i]["window"]}
     summary["resumed_epochs"] = windows.restored
+    if windows.arch_state_reset:  # the epoch from which the architecture's Adam moments started anew
+        summary["arch_optimizer_reset_epoch"] = windows.restored
     epochs = [{k: v for k, v in r.items() if k != "window"}
               | {f"window.{k}": v for k, v in r["window"].items() if not isinstance(v, dict)}
               for r in windows.records]
