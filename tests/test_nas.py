@@ -298,6 +298,43 @@ def test_a_run_killed_in_the_search_resumes_from_its_last_search_epoch(monkeypat
         sum(e["window.energy_j"] for e in search_stage["epochs"]))
     assert not (folder / nas.SEARCH_CHECKPOINT).exists() and (folder / nas.ARCHITECTURE_FILE).exists()
     assert res["run_id"] == folder.name
+    assert "arch_optimizer_reset_epoch" not in search_stage  # its checkpoint named the optimizers' parameters
+    assert "search_arch_optimizer_reset_epoch" not in res["metrics"]
+
+
+@pytest.mark.filterwarnings("ignore:When using training service")
+def test_a_run_resumed_from_a_checkpoint_that_does_not_name_its_optimizers_parameters_says_so(monkeypatch):
+    # session 12's ProxylessNAS checkpoint (written before 2026-11-29): the run's search stage says
+    # where the architecture optimizer's moments started anew, and notebook 05 shows it
+    import importlib
+
+    search_mod = importlib.import_module("greenlib.nas.search")
+    rctx = experiments.prepare(_tiny_cfg(seeds=[4], search_epochs=2, proxyless_retrain_epochs=1))
+    base = search_mod._callback_class
+
+    def dying(kill_at):
+        class Dying(base()):  # one class both times: Lightning keys a callback's state by its name
+            def on_train_epoch_start(self, trainer, pl_module):
+                if trainer.current_epoch == kill_at:
+                    raise _Killed("killed")
+                super().on_train_epoch_start(trainer, pl_module)
+        return Dying
+
+    monkeypatch.setattr(search_mod, "_callback_class", lambda: dying(1))
+    with pytest.raises(_Killed):
+        nas.run_nas(rctx, "proxyless", seed=4, progress=False)
+    monkeypatch.setattr(search_mod, "_callback_class", lambda: dying(None))
+    ckpt, = rctx.store.root.glob(f"nas-proxyless-*/{nas.SEARCH_CHECKPOINT}")
+    saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+    for state in saved["callbacks"].values():
+        del state["optimizer_order"]
+    torch.save(saved, ckpt)
+    with pytest.warns(UserWarning, match="starts its moments anew at epoch 1"):
+        res = nas.run_nas(rctx, "proxyless", seed=4, progress=False)
+    assert res["stages"]["search"]["resumed_epochs"] == 1
+    assert res["stages"]["search"]["arch_optimizer_reset_epoch"] == 1
+    runs = nas.stored_nas(rctx.cfg)
+    assert runs.set_index("seed").loc[4, "search_arch_optimizer_reset_epoch"] == 1  # what notebook 05 reads
 
 
 def _search_state(tmp_path, name, strategy, space, size):

@@ -180,6 +180,9 @@ def run_nas(ctx: Context, strategy: str, seed: int, search_classes: int = 100, s
         "params": info["params"], "flops_per_image": info["flops_per_image"],
         "final_train_loss": trainer.history[-1].train_loss, "final_train_acc": trainer.history[-1].train_acc,
         "search_final_train_loss": search_stage["epochs"][-1]["train_loss"],
+        # a search resumed from a checkpoint that did not name its optimizers' parameters (docs/nas.md)
+        **({"search_arch_optimizer_reset_epoch": search_stage["arch_optimizer_reset_epoch"]}
+           if "arch_optimizer_reset_epoch" in search_stage else {}),
         "dataset_description": ctx.dataset.description, "search_dataset_description": search_ds,
     })
 
