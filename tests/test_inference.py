@@ -162,3 +162,27 @@ def test_the_graphed_iec_script_alternates_the_modes_and_refuses_a_machine_witho
     assert [g for _, g in seen] == [False, True, True, False, False, True] * 2
     assert list(table.columns) == script.COLUMNS and len(table) == 12
     assert set(table.loc[table["mode"] == "graph", "energy_j"]) == {300.0}
+
+
+def test_the_iec_beside_training_script_pauses_its_neighbour_between_windows(tmp_path):
+    # --smoke: the IEC windows and the training job both on the CPU; the job's CPU time says whether it ran
+    import importlib.util
+
+    import pandas as pd
+
+    from greenlib.paths import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("iec_beside_training", REPO_ROOT / "scripts" / "iec_beside_training.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    if not torch.cuda.is_available():
+        assert script.main(["--out", str(tmp_path / "x")]) == 2 and not (tmp_path / "x").exists()
+    assert script.main(["--out", str(tmp_path / "ab"), "--smoke", "--repeats", "2"]) == 0
+    table = pd.read_csv(tmp_path / "ab" / "iec.csv")
+    assert list(table["neighbour"]) == ["idle", "training", "training", "idle"]  # alone, beside, beside, alone
+    assert (table.loc[table["neighbour"] == "idle", "busy_cpu_s"] == 0).all()  # paused: no CPU time
+    assert (table.loc[table["neighbour"] == "training", "busy_cpu_s"] > 0).all()
+    summary = pd.read_csv(tmp_path / "ab" / "summary.csv")
+    assert summary.loc[0, "iec_beside_over_alone"] == pytest.approx(
+        table.loc[table["neighbour"] == "training", "iec_wh"].mean() / table.loc[table["neighbour"] == "idle", "iec_wh"].mean())
+    assert (tmp_path / "ab" / "environment.json").exists()
