@@ -164,6 +164,9 @@ def _callback_class():
             current = self.optimizer_order()
             if any("?" in order for order in current):
                 raise RuntimeError(f"{self.stage}: an optimizer holds a parameter the module does not name")
+            if self.saved_order is not None and len(self.saved_order) != len(current):
+                raise RuntimeError(f"{self.stage}: the search checkpoint holds {len(self.saved_order)} optimizers, "
+                                   f"this search has {len(current)}")
             arch = {id(p) for p in self.module.parameter_split()[0]}
             for i, opt in enumerate(trainer.optimizers):
                 params = [p for g in opt.param_groups for p in g["params"]]
