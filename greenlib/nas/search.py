@@ -127,14 +127,14 @@ def _callback_class():
             self.restored = 0  # epochs whose records came from a checkpoint (trained by an earlier process)
             self.saved_order: list[list[str]] | None = None  # each optimizer's parameters, as the checkpoint holds them
             self.arch_state_reset = False  # whether the architecture optimizer's state could not be restored
-            self.trainer = self.pl_module = None
+            self.trainer = None  # set up by Lightning: state_dict() has no trainer argument
 
         def setup(self, trainer, pl_module, stage) -> None:
-            self.trainer, self.pl_module = trainer, pl_module
+            self.trainer = trainer
 
         def optimizer_order(self) -> list[list[str]]:
             """Each optimizer's parameters by name, in its order (which Lightning restores it by)."""
-            names = {id(p): n for n, p in self.pl_module.named_parameters()}
+            names = {id(p): n for n, p in self.trainer.lightning_module.named_parameters()}
             return [[names.get(id(p), "?") for g in opt.param_groups for p in g["params"]]
                     for opt in self.trainer.optimizers]
 
@@ -149,9 +149,9 @@ def _callback_class():
 
         def on_train_start(self, trainer, pl_module):
             if self.restored:
-                self.match_optimizer_states(trainer)
+                self.match_optimizer_states()
 
-        def match_optimizer_states(self, trainer) -> None:
+        def match_optimizer_states(self) -> None:
             """Give each parameter its own optimizer state back after a resume.
 
             Lightning restores an optimizer's state by position, and NNI lists the architecture
@@ -168,7 +168,7 @@ def _callback_class():
                 raise RuntimeError(f"{self.stage}: the search checkpoint holds {len(self.saved_order)} optimizers, "
                                    f"this search has {len(current)}")
             arch = {id(p) for p in self.module.parameter_split()[0]}
-            for i, opt in enumerate(trainer.optimizers):
+            for i, opt in enumerate(self.trainer.optimizers):
                 params = [p for g in opt.param_groups for p in g["params"]]
                 saved = self.saved_order[i] if self.saved_order is not None else None
                 if saved == current[i]:
