@@ -14,6 +14,8 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from .train import on_device
+
 STACK_PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "fp16", "bf16", "int8")
 """Precisions an IEC can be measured at. ``fp32`` is true IEEE fp32 (TF32 off); ``tf32`` is fp32
 weights and activations with TF32 tensor-core convolutions and matmuls, a precision of its own."""
@@ -83,7 +85,7 @@ def measure_inference(model: nn.Module, images: torch.Tensor, tracer, *, batch_s
     launches from Python bound it), so its IEC depends on the host's CPU (docs/quantization.md); a
     graphed one measures the GPU, as a TensorRT engine does. Off by default: every stored IEC is eager.
     """
-    with precision_stack(precision) as tf32:
+    with precision_stack(precision) as tf32, on_device(images.device):
         out = _measure(model, images, tracer, batch_size=batch_size, min_seconds=min_seconds, warmup_s=warmup_s,
                        stage=stage, dtype=dtype, max_batches=max_batches, graph=graph)
     return out | {"backend": backend, "precision": precision, "tf32": tf32, "graph": graph,
@@ -94,20 +96,22 @@ def graphed_forward(model: nn.Module, example: torch.Tensor):
     """``model``'s forward on batches shaped like ``example`` as a replayed CUDA graph: a callable
     that copies its batch into the graph's static input, replays, and returns the graph's (static)
     output. Three forwards on a side stream first, as torch requires before a capture."""
-    static = example.clone()
-    side = torch.cuda.Stream(example.device)
-    side.wait_stream(torch.cuda.current_stream(example.device))
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            model(static)
-    torch.cuda.current_stream(example.device).wait_stream(side)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g, capture_error_mode="thread_local"):
-        out = model(static)
+    with on_device(example.device):  # the capture stream is the current device's (train.on_device)
+        static = example.clone()
+        side = torch.cuda.Stream(example.device)
+        side.wait_stream(torch.cuda.current_stream(example.device))
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                model(static)
+        torch.cuda.current_stream(example.device).wait_stream(side)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g, capture_error_mode="thread_local"):
+            out = model(static)
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        static.copy_(x)
-        g.replay()
+        with on_device(example.device):
+            static.copy_(x)
+            g.replay()
         return out
 
     return forward

@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -69,6 +70,15 @@ EAGER_STAGES: dict[str, str] = {
                   "NNI's Lightning loop",
 }
 """Stages that run eagerly even where ``graph_capture=True``, and why (``graph_reason`` of their record)."""
+
+
+def on_device(device: torch.device | str):
+    """A context in which ``device`` is CUDA's current device (a no-op off CUDA). Side streams, CUDA
+    graphs' capture and replay and ``torch.cuda.synchronize()`` use the current device: on
+    ``cuda:1`` with ``cuda:0`` current, a capture fails (``operation not permitted when stream is
+    capturing``: session 14's first call, an IEC window on GPU 1)."""
+    device = torch.device(device)
+    return torch.cuda.device(device) if device.type == "cuda" else nullcontext()
 
 
 class GraphCaptureError(RuntimeError):
@@ -320,6 +330,10 @@ class Trainer:
         are not in its ``energy_j``. Raises :class:`GraphCaptureError` naming ``stage`` where a
         capture fails.
         """
+        with on_device(self.device):
+            return self._fit(tracer, stage, progress)
+
+    def _fit(self, tracer, stage: str, progress: bool) -> dict[str, Any]:
         from tqdm import tqdm  # plain text: readable in executed notebooks without ipywidgets
 
         # on the device first: loading the optimizer puts each momentum buffer where its parameter

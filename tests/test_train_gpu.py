@@ -98,3 +98,30 @@ def test_evaluating_between_graphed_epochs_changes_no_weight():
     assert all(0.0 <= e["test_acc"] <= 1.0 for e in summary["epochs"]) and summary["eval_energy_j"] >= 0
     assert summary["eval_elapsed_s"] > 0 and all(e["eval_elapsed_s"] > 0 for e in summary["epochs"])
     assert summary["energy_j"] == pytest.approx(sum(e["window.energy_j"] for e in summary["epochs"]))
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+def test_graphs_capture_and_replay_on_a_gpu_that_is_not_the_current_one():
+    # session 14: an IEC window graphed on cuda:1 with cuda:0 current failed its capture
+    # ("operation not permitted when stream is capturing"); a trainer on cuda:1 took the same path
+    from greenlib.inference import graphed_forward, measure_inference
+
+    assert torch.cuda.current_device() == 0
+    dev = torch.device("cuda", 1)
+    torch.manual_seed(0)
+    model = build_model("resnet8").to(dev).eval()
+    images = torch.randn(64, 3, 32, 32, device=dev)
+    with torch.inference_mode():
+        want = model(images[:32])
+        got = graphed_forward(model, images[:32])(images[:32])
+    assert torch.allclose(got, want, rtol=1e-4, atol=1e-5)
+    with Tracer(gpus=(1,), interval_s=0.1) as tr:
+        out = measure_inference(model, images, tr, batch_size=32, min_seconds=0.2, warmup_s=0.0, graph=True)
+        assert out["images"] > 0 and out["graph"] is True
+        g = torch.Generator(device=dev).manual_seed(1)
+        x = torch.randn(4 * 32, 3, 32, 32, device=dev, generator=g)
+        y = torch.randint(0, 100, (4 * 32,), device=dev, generator=g)
+        trainer = Trainer(build_model("resnet8").to(dev), [(x[i:i + 32], y[i:i + 32]) for i in range(0, 128, 32)],
+                          TrainConfig(epochs=2, lr=0.05, graph_capture=True), dev)
+        summary = trainer.fit(tr, "train", progress=False)
+    assert summary["graph_captured"] is True and torch.cuda.current_device() == 0
