@@ -8,7 +8,8 @@
 #   bash scripts/campaign_session.sh more                              # the carry's next chunks under $OUT
 #
 # start: copies this checkout to $WORK/repo (the next call lays the checkout anew), seeds the store
-#   $GREENLIB_DATA/results/paper from the committed data/results/paper once, restores what a previous
+#   $GREENLIB_DATA/results/paper from the committed data/results/paper once (it refuses to start
+#   with no complete run there, unless NEW_STORE=1: the grids would run done runs again), restores what a previous
 #   session carried (greenlib.scaleout.carry: checkpoints of cut-off runs, teachers' weights; folder
 #   arguments, unpacked in the order given, so the newest state of a run goes last) and starts the
 #   dataset decode, then every grid on its GPUs (@0,1,2; default all; one
@@ -66,6 +67,10 @@ start)
     fi
   done
   [ ${#grids[@]} -gt 0 ] || { echo "error: give at least one grid file"; exit 2; }
+  if [ ! -f "$GREENLIB_DATA/.seeded" ] && [ -z "${NEW_STORE:-}" ] && ! compgen -G "data/results/paper/*/result.json" > /dev/null; then
+    # session 14: the store was moved out of the checkout to make room, and the grids ran done runs again
+    echo "error: data/results/paper in this checkout holds no complete run, so the grids would run again what is done; carry the committed store with this call (NEW_STORE=1 starts an empty one)"; exit 2
+  fi
   rm -rf "$WORK/repo" "$WORK"/grid-*.log "$WORK/carry" "$WORK/carry.sent" "$WORK/icarry" "$WORK/icarry.sent" \
     "$WORK/icarry.n" && mkdir -p "$WORK/repo"
   skip=(); for d in .[!.]*; do [ "$d" = .git ] || skip+=(--exclude="./$d"); done  # the carried dot-folders stay

@@ -120,6 +120,23 @@ def test_collect_on_a_replaced_machine_stops_at_once(session):
     assert r.stdout.strip().count("\n") == 0 and "no grid was started on this machine" in r.stdout
 
 
+def test_start_without_the_committed_store_refuses_before_running_anything(session):
+    # session 14: the store was moved out of the checkout to make a call smaller; the device's store
+    # started empty and both GPUs trained runs that were done, for nine minutes
+    checkout, env, tmp = session
+    aside = tmp / "aside"
+    shutil.move(checkout / "data" / "results" / "paper", aside)
+    r = _call(checkout, env, tmp / "out0", "start", "grid.json@0")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stdout.strip().count("\n") == 0 and "data/results/paper in this checkout holds no complete run" in r.stdout
+    assert not (Path(env["WORK"]) / "fake-args").exists() and not (Path(env["GREENLIB_DATA"]) / ".seeded").exists()
+    r = _call(checkout, env, tmp / "out1", "start", "grid.json@0", NEW_STORE="1", FAKE_S="0")  # a new campaign
+    assert r.returncode == 0 and (Path(env["WORK"]) / "fake-args").is_file(), r.stdout + r.stderr
+    shutil.move(aside, checkout / "data" / "results" / "paper")
+    r = _call(checkout, env, tmp / "out2", "start", "grid.json@0", FAKE_S="0")  # seeded once: no check again
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
 def test_the_last_call_stops_the_grids_and_the_carry_travels_over_several_calls(session):
     checkout, env, tmp = session
     assert _call(checkout, env, tmp / "out0", "start", "grid.json@0", "grid.json@1", FAKE_S="120").returncode == 0
