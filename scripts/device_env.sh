@@ -8,7 +8,7 @@
 # Carried folders (git-ignored, at the checkout's root; name them in the call's carry), by prefix:
 #   .whs/  wheels the machine lacks (papermill, nni, submitit, xmltodict ...): installed once
 #          into $DEVICE_TMP/site, which goes on PYTHONPATH
-#   .pa*/  parts of cifar100-png.tar.xz (`split -b 44M cifar100-png.tar.xz c100.part.`), one or more
+#   .pa*/  parts of cifar100-png.tar.xz (`split -b 36M cifar100-png.tar.xz c100.part.`), one or more
 #          a folder, SHA256SUMS beside one of them (docs/datasets.md): into $DEVICE_TMP/c100
 #   .cr*/  a carry that a session's calls returned (carry.json and its chunks): into
 #          $DEVICE_TMP/carry/<folder name>, to give `campaign_session.sh start`; a carry too large

@@ -11,7 +11,7 @@ cuts it anew into folders that one call each carries out again::
 
     python -m greenlib.scaleout.carry pack  /tmp/greenlib/results/paper $OUT/carry --weights 'teacher-*'
     python -m greenlib.scaleout.carry unpack carried/ data/results/paper
-    python -m greenlib.scaleout.carry gather call1/carry call2/carry call3/carry --into .cr7 --max-mib 44
+    python -m greenlib.scaleout.carry gather call1/carry call2/carry call3/carry --into .cr7 --max-mib 40
     python -m greenlib.scaleout.carry land call1 call2 --into data/results/paper
     python -m greenlib.scaleout.carry callsize .pa1 .pa2 .cr7 .cr7+2 .pa3,.whs
 
