@@ -106,7 +106,7 @@ def test_graphs_capture_and_replay_on_a_gpu_that_is_not_the_current_one():
     # ("operation not permitted when stream is capturing"); a trainer on cuda:1 took the same path
     from greenlib.inference import graphed_forward, measure_inference
 
-    assert torch.cuda.current_device() == 0
+    torch.cuda.set_device(0)
     dev = torch.device("cuda", 1)
     torch.manual_seed(0)
     model = build_model("resnet8").to(dev).eval()
