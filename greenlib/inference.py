@@ -85,7 +85,7 @@ def measure_inference(model: nn.Module, images: torch.Tensor, tracer, *, batch_s
     launches from Python bound it), so its IEC depends on the host's CPU (docs/quantization.md); a
     graphed one measures the GPU, as a TensorRT engine does. Off by default: every stored IEC is eager.
     """
-    with precision_stack(precision) as tf32, on_device(images.device):
+    with precision_stack(precision) as tf32:
         out = _measure(model, images, tracer, batch_size=batch_size, min_seconds=min_seconds, warmup_s=warmup_s,
                        stage=stage, dtype=dtype, max_batches=max_batches, graph=graph)
     return out | {"backend": backend, "precision": precision, "tf32": tf32, "graph": graph,
@@ -109,9 +109,8 @@ def graphed_forward(model: nn.Module, example: torch.Tensor):
             out = model(static)
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        with on_device(example.device):
-            static.copy_(x)
-            g.replay()
+        static.copy_(x)
+        g.replay()  # on the capture's device: replay guards it
         return out
 
     return forward

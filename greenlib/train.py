@@ -73,10 +73,11 @@ EAGER_STAGES: dict[str, str] = {
 
 
 def on_device(device: torch.device | str):
-    """A context in which ``device`` is CUDA's current device (a no-op off CUDA). Side streams, CUDA
-    graphs' capture and replay and ``torch.cuda.synchronize()`` use the current device: on
-    ``cuda:1`` with ``cuda:0`` current, a capture fails (``operation not permitted when stream is
-    capturing``: session 14's first call, an IEC window on GPU 1)."""
+    """A context in which ``device`` is CUDA's current device (a no-op off CUDA), for a CUDA graph's
+    capture: ``torch.cuda.graph`` captures on a stream of the current device, and a new
+    ``torch.cuda.Stream()`` is made there, so on ``cuda:1`` with ``cuda:0`` current a capture fails
+    (``operation not permitted when stream is capturing``: session 14's first call, an IEC window
+    on GPU 1). A replay needs no such context: ``CUDAGraph.replay`` guards its capture's device."""
     device = torch.device(device)
     return torch.cuda.device(device) if device.type == "cuda" else nullcontext()
 
@@ -259,7 +260,8 @@ class Trainer:
                 # a batch of another size (the last, partial one): run it eagerly
                 return self._counted_eager_step(x, y)
             try:
-                self._capture(x, y)
+                with on_device(self.device):  # the capture's streams are the current device's
+                    self._capture(x, y)
             except Exception as e:
                 self._graph = None
                 raise GraphCaptureError(
@@ -330,10 +332,6 @@ class Trainer:
         are not in its ``energy_j``. Raises :class:`GraphCaptureError` naming ``stage`` where a
         capture fails.
         """
-        with on_device(self.device):
-            return self._fit(tracer, stage, progress)
-
-    def _fit(self, tracer, stage: str, progress: bool) -> dict[str, Any]:
         from tqdm import tqdm  # plain text: readable in executed notebooks without ipywidgets
 
         # on the device first: loading the optimizer puts each momentum buffer where its parameter
