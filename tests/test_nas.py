@@ -261,6 +261,19 @@ class _Killed(Exception):
     pass
 
 
+def _dying(base, kill_at, trained=None):
+    """The search's epoch callback (``base``: the unpatched ``greenlib.nas.search._callback_class``)
+    raising :class:`_Killed` before epoch ``kill_at``; ``trained`` lists the epochs it let start."""
+    class Dying(base()):  # one class every time: Lightning keys a callback's state by its name
+        def on_train_epoch_start(self, trainer, pl_module):
+            if trainer.current_epoch == kill_at:
+                raise _Killed("killed")
+            if trained is not None:
+                trained.append(trainer.current_epoch)
+            super().on_train_epoch_start(trainer, pl_module)
+    return Dying
+
+
 def test_a_run_killed_in_the_search_resumes_from_its_last_search_epoch(monkeypatch):
     import importlib
 
@@ -268,19 +281,7 @@ def test_a_run_killed_in_the_search_resumes_from_its_last_search_epoch(monkeypat
     rctx = experiments.prepare(_tiny_cfg(seeds=[3], search_epochs=3, proxyless_retrain_epochs=1))
     base = search_mod._callback_class
     trained = []
-
-    def dying(kill_at):
-        cls = base()
-
-        class Dying(cls):
-            def on_train_epoch_start(self, trainer, pl_module):
-                if trainer.current_epoch == kill_at:
-                    raise _Killed("killed")
-                trained.append(trainer.current_epoch)
-                super().on_train_epoch_start(trainer, pl_module)
-        return Dying
-
-    monkeypatch.setattr(search_mod, "_callback_class", lambda: dying(2))
+    monkeypatch.setattr(search_mod, "_callback_class", lambda: _dying(base, 2, trained))
     with pytest.raises(_Killed):
         nas.run_nas(rctx, "proxyless", seed=3, progress=False)
     folder, = [f for f in rctx.store.root.glob("nas-proxyless-*") if (f / nas.SEARCH_CHECKPOINT).exists()]
@@ -289,7 +290,7 @@ def test_a_run_killed_in_the_search_resumes_from_its_last_search_epoch(monkeypat
     assert saved["epoch"] == 1  # written after the last finished epoch
 
     trained.clear()
-    monkeypatch.setattr(search_mod, "_callback_class", lambda: dying(None))
+    monkeypatch.setattr(search_mod, "_callback_class", lambda: _dying(base, None, trained))
     res = nas.run_nas(rctx, "proxyless", seed=3, progress=False)
     assert trained == [2]  # only the epoch the kill cut off is trained again
     search_stage = res["stages"]["search"]
@@ -311,19 +312,10 @@ def test_a_run_resumed_from_a_checkpoint_that_does_not_name_its_optimizers_param
     search_mod = importlib.import_module("greenlib.nas.search")
     rctx = experiments.prepare(_tiny_cfg(seeds=[4], search_epochs=2, proxyless_retrain_epochs=1))
     base = search_mod._callback_class
-
-    def dying(kill_at):
-        class Dying(base()):  # one class both times: Lightning keys a callback's state by its name
-            def on_train_epoch_start(self, trainer, pl_module):
-                if trainer.current_epoch == kill_at:
-                    raise _Killed("killed")
-                super().on_train_epoch_start(trainer, pl_module)
-        return Dying
-
-    monkeypatch.setattr(search_mod, "_callback_class", lambda: dying(1))
+    monkeypatch.setattr(search_mod, "_callback_class", lambda: _dying(base, 1))
     with pytest.raises(_Killed):
         nas.run_nas(rctx, "proxyless", seed=4, progress=False)
-    monkeypatch.setattr(search_mod, "_callback_class", lambda: dying(None))
+    monkeypatch.setattr(search_mod, "_callback_class", lambda: _dying(base, None))
     ckpt, = rctx.store.root.glob(f"nas-proxyless-*/{nas.SEARCH_CHECKPOINT}")
     saved = torch.load(ckpt, map_location="cpu", weights_only=False)
     for state in saved["callbacks"].values():
@@ -503,12 +495,7 @@ def _resumable_search(tmp_path, strategy, space, size, kill_at=None, edit=None, 
     base = search_mod._callback_class
 
     def seeded():
-        class Seeded(base()):
-            def on_train_epoch_start(self, trainer, pl_module):
-                if trainer.current_epoch == kill_at:
-                    raise _Killed("killed")
-                super().on_train_epoch_start(trainer, pl_module)
-
+        class Seeded(_dying(base, kill_at)):
             def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
                 torch.manual_seed(1000 * trainer.current_epoch + batch_idx)
         return Seeded
