@@ -13,7 +13,7 @@ The training job is one process, started once and paused (SIGSTOP) or resumed (S
 windows, in the order alone, beside, beside, alone ... so that a drift shows in both. Each window
 records how much CPU time the training job used meanwhile (``busy_cpu_s``: 0 when paused).
 
-    python scripts/iec_beside_training.py --out data/measurements/iec-beside-training/h200-x2
+    python scripts/iec_beside_training.py --out data/measurements/iec-beside-training/h200x2-2026-11-29
     python scripts/iec_beside_training.py --out /tmp/x --smoke     # the CPU, tiny: checks the script
 
 Writes ``iec.csv`` and ``iec.md`` (one row a window), ``summary.csv`` and ``summary.md`` (beside
