@@ -41,6 +41,15 @@ def method_palette(labels) -> dict[str, tuple]:
     return dict(zip(labels, colours))
 
 
+def paired_palette(*label_lists, key=lambda label: label) -> dict[str, tuple]:
+    """One colour per ``key(label)`` over every list, so that a measured panel and a published one
+    that name the same curve differently ('vgg13→vgg8' and 'CRD VGG13→VGG8') draw it alike.
+    Colours go to the keys in order of first appearance, as in :func:`method_palette`."""
+    labels = list(dict.fromkeys(str(x) for labels in label_lists for x in labels))
+    keys = method_palette(dict.fromkeys(key(x) for x in labels))
+    return {x: keys[key(x)] for x in labels}
+
+
 def subplots(ncols: int, *, width: float = 5.2, height: float = 4.2):
     """A row of ``ncols`` styled panels: ``(fig, [ax, ...])`` to pass as ``ax=`` above."""
     with sns.axes_style(STYLE):

@@ -124,3 +124,25 @@ def test_crossovers_none_at_all_draws_an_empty_linear_axis_with_the_note(tmp_pat
     assert ax.get_legend() is None and ax.get_yscale() == "linear" and not ax.collections
     assert "apoz (2 fine-tune epochs)" in ax.texts[0].get_text()
     io.save_figure(fig, "crossovers", tmp_path)
+
+
+def test_paired_palette_draws_one_curve_alike_in_a_measured_and_a_published_panel():
+    measured = ["resnet56→resnet20", "vgg13→vgg8"]
+    published = ["CRD VGG13→VGG8", "CRD ResNet56→ResNet20"]  # the other order, other names
+    pal = plotting.paired_palette(measured, published, key=lambda x: x.lower().removeprefix("crd "))
+    assert pal["vgg13→vgg8"] == pal["CRD VGG13→VGG8"]
+    assert pal["resnet56→resnet20"] == pal["CRD ResNet56→ResNet20"]
+    assert pal["vgg13→vgg8"] != pal["resnet56→resnet20"]
+    # drawn: the two panels' lines of one pair share their colour
+    t3 = paper.load_table3()
+    rows = paper.select(t3, published)
+    fig, (ax_m, ax_p) = plotting.subplots(2)
+    plotting.plot_g_vs_mui(rows.assign(label=lambda d: d["label"].str.removeprefix("CRD ").str.lower()), 1e6, 1e11,
+                           title="m", ax=ax_m, palette=pal)
+    plotting.plot_g_vs_mui(rows, 1e6, 1e11, title="p", ax=ax_p, palette=pal)
+    colour = {ax: {t.get_text(): h.get_color() for t, h in zip(ax.get_legend().get_texts(), ax.get_legend().get_lines())}
+              for ax in (ax_m, ax_p)}
+    assert colour[ax_m]["vgg13→vgg8"] == colour[ax_p]["CRD VGG13→VGG8"]
+    assert colour[ax_m]["resnet56→resnet20"] == colour[ax_p]["CRD ResNet56→ResNet20"]
+    # without a key, every label is its own curve
+    assert len(set(plotting.paired_palette(measured, published).values())) == 4
