@@ -105,7 +105,9 @@ def graphed_forward(model: nn.Module, example: torch.Tensor):
                 model(static)
         torch.cuda.current_stream(example.device).wait_stream(side)
         g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g, capture_error_mode="thread_local"):
+        # a capture stream of the example's device: torch's default one is made once per process, on
+        # the device current at the first capture, and a capture elsewhere on it fails (session 16)
+        with torch.cuda.graph(g, stream=torch.cuda.Stream(example.device), capture_error_mode="thread_local"):
             out = model(static)
 
     def forward(x: torch.Tensor) -> torch.Tensor:

@@ -74,10 +74,12 @@ EAGER_STAGES: dict[str, str] = {
 
 def on_device(device: torch.device | str):
     """A context in which ``device`` is CUDA's current device (a no-op off CUDA), for a CUDA graph's
-    capture: ``torch.cuda.graph`` captures on a stream of the current device, and a new
-    ``torch.cuda.Stream()`` is made there, so on ``cuda:1`` with ``cuda:0`` current a capture fails
-    (``operation not permitted when stream is capturing``: session 14's first call, an IEC window
-    on GPU 1). A replay needs no such context: ``CUDAGraph.replay`` guards its capture's device."""
+    capture: a new ``torch.cuda.Stream()`` is made on the current device, so on ``cuda:1`` with
+    ``cuda:0`` current a capture fails (``operation not permitted when stream is capturing``:
+    session 14's first call, an IEC window on GPU 1). The captures also pass their own capture
+    stream: ``torch.cuda.graph``'s default one is made once per process, on the device current at
+    its first capture (session 16: the two-GPU test failed after tests that captured on
+    ``cuda:0``). A replay needs no such context: ``CUDAGraph.replay`` guards its capture's device."""
     device = torch.device(device)
     return torch.cuda.device(device) if device.type == "cuda" else nullcontext()
 
@@ -288,12 +290,12 @@ class Trainer:
         saved_bufs = {id(p): s["momentum_buffer"].clone() for p, s in self.opt.state.items()
                       if s.get("momentum_buffer") is not None}
         rng = torch.cuda.get_rng_state(self.device)
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
             for _ in range(3):
                 self._eager_step(self._static_x, self._static_y)
-        torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.current_stream(self.device).wait_stream(side)
         torch.cuda.set_rng_state(rng, self.device)
         with torch.no_grad():
             for k, v in modules.state_dict().items():
@@ -305,8 +307,10 @@ class Trainer:
         self._graph = torch.cuda.CUDAGraph()
         self.opt.zero_grad(set_to_none=True)
         # thread_local: a CUDA call from another thread (a tracer's sampler) cannot break the capture;
-        # a host sync in the step itself (.item(), a boolean mask's nonzero) still fails it
-        with torch.cuda.graph(self._graph, capture_error_mode="thread_local"):
+        # a host sync in the step itself (.item(), a boolean mask's nonzero) still fails it. The capture
+        # stream is this device's own (torch's default one lives on the first capture's device)
+        with torch.cuda.graph(self._graph, stream=torch.cuda.Stream(self.device),
+                              capture_error_mode="thread_local"):
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.amp):
                 loss, logits = self.loss_fn(self.model, self._static_x, self._static_y)
             loss.backward()

@@ -114,8 +114,9 @@ def test_evaluating_between_graphed_epochs_changes_no_weight():
 def test_graphs_capture_and_replay_on_a_gpu_that_is_not_the_current_one(deterministic):
     # session 14: an IEC window graphed on cuda:1 with cuda:0 current failed its capture
     # ("operation not permitted when stream is capturing"); a trainer on cuda:1 took the same path.
-    # Session 15: this test failed after the tests above (which left cuDNN deterministic set) and
-    # passed alone; both settings are run, the runs' own (not deterministic) first
+    # Sessions 15-16: this test failed after the tests above and passed alone; the cause was
+    # torch.cuda.graph's default capture stream, made once per process on the device of the first
+    # capture (cuda:0, by the tests above). A capture on cuda:0 first makes that order explicit
     from greenlib.inference import graphed_forward, measure_inference
 
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = deterministic, False
@@ -125,6 +126,8 @@ def test_graphs_capture_and_replay_on_a_gpu_that_is_not_the_current_one(determin
     model = build_model("resnet8").to(dev).eval()
     images = torch.randn(64, 3, 32, 32, device=dev)
     with torch.inference_mode():
+        first = build_model("resnet8").to("cuda:0").eval()
+        graphed_forward(first, images[:32].to("cuda:0"))(images[:32].to("cuda:0"))
         want = model(images[:32])
         got = graphed_forward(model, images[:32])(images[:32])
     assert torch.allclose(got, want, rtol=1e-4, atol=1e-5)
