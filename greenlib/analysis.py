@@ -271,6 +271,19 @@ PUBLISHED_EPOCHS = {"baseline": "160 epochs", "pruning": "160 base + 160 fine-tu
                     "nas": "search 50 + retraining 600 (DARTS) / not stated (ProxylessNAS) epochs"}
 
 
+PAPER_BUDGETS = {"baseline": "160 epochs", "pruning": "160 base + 160 fine-tuning epochs",
+                 "quantization": "160 base epochs", "distillation": "teacher 240 + student 240 epochs",
+                 "nas:darts": "search 50 + retraining 600 epochs", "nas:proxyless": "search 50 + retraining 300 epochs"}
+"""The published epochs in :func:`our_epochs`' words, to tell a run trained for them (ProxylessNAS: NNI's
+example's 300 retraining epochs, the paper stating none)."""
+
+
+def at_paper_epochs(family: str, r: pd.Series) -> bool:
+    """Whether a run of ``family`` trained for the published epochs (:data:`PAPER_BUDGETS`)."""
+    key = f"nas:{r.get('strategy')}" if family == "nas" else family
+    return our_epochs(family, r) == PAPER_BUDGETS.get(key)
+
+
 def paper_label(r: pd.Series, known: set[str] | None = None) -> str | None:
     """The paper's Table 3/5 label of a run's method (``APoZ VGG16``, ``CRD VGG13→VGG8``,
     ``ProxylessNAS (CIFAR100)``), or None where the paper has no such row (``known``: Table 5's
@@ -316,7 +329,8 @@ def accuracy_beside_paper(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFra
     """Each method of :func:`method_table`'s ``table`` with the paper's accuracy for the same method
     (Table 5, which holds every Table 3 row and two more pruners), both epoch budgets, the gap in
     points and :func:`greenlib.report.accuracy_gap`'s note (``no published value`` where the paper
-    has no such row). ``runs``: :func:`collect`'s rows behind ``table``."""
+    has no such row; a short row trained for the published epochs says so). ``runs``: :func:`collect`'s
+    rows behind ``table``."""
     from .report import accuracy_gap
 
     cols = ["family", "label", "paper_label", "acc_percent", "our_epochs", "published_acc_percent", "published_epochs",
@@ -337,7 +351,9 @@ def accuracy_beside_paper(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFra
                 pd.Series([f"{lb} (CRD Table 1)" for lb in rows["label"]], index=rows.index))
         budgets = rows["label"].map(lambda lb: our_epochs(fam, first.loc[lb]))
         for budget, sub in rows.groupby(budgets, sort=False):
-            gap = accuracy_gap(sub, sub, ["label"], budget, PUBLISHED_EPOCHS.get(fam, "?"), published_acc="published")
+            same = {lb: at_paper_epochs(fam, first.loc[lb]) for lb in sub["label"]}
+            gap = accuracy_gap(sub, sub, ["label"], budget, PUBLISHED_EPOCHS.get(fam, "?"), published_acc="published",
+                               same_budget=same)
             parts.append(gap.merge(sub[["label", "family", "paper_label"]], on="label"))
     return pd.concat(parts, ignore_index=True)[cols] if parts else pd.DataFrame(columns=cols)
 

@@ -565,3 +565,21 @@ def test_a_checkpoint_that_does_not_name_the_optimizers_parameters_resumes_with_
     steps = {k: v for k, v in state.items() if "arch" in k and k.endswith("/step")}
     # counted from epoch 1's 4 architecture steps (a path weight without a gradient in a step skips it)
     assert steps and max(float(v) for v in steps.values()) == 4
+
+
+def test_the_nas_accuracy_gap_names_each_methods_budget_and_whether_it_is_the_papers():
+    import pandas as pd
+
+    from greenlib.nas import tables
+
+    table = pd.DataFrame({"method": ["ProxylessNAS", "Darts"], "strategy": ["proxyless", "darts"],
+                          "search_classes": [100, 100], "acc_percent": [74.53, 70.0]})
+    published = tables.published_rows()
+    gap = tables.accuracy_gap(table, published, 50, {"darts": 200, "proxyless": 300}).set_index("method")
+    assert gap.loc["ProxylessNAS", "published_acc_percent"] == pytest.approx(77.61)
+    assert gap.loc["ProxylessNAS", "note"] == "more than 2 points short, at the same epochs"
+    assert gap.loc["Darts", "note"] == "more than 2 points short"  # 200 of DARTS' 600 retraining epochs
+    assert gap.loc["Darts", "our_epochs"] == \
+        "ProxylessNAS: search 50 + retraining 300 / Darts: search 50 + retraining 200 epochs"
+    with pytest.raises(ValueError, match="strategy 'darts'"):
+        tables.accuracy_gap(table, published, 50, {"proxyless": 300})

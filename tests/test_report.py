@@ -21,3 +21,19 @@ def test_accuracy_gap_puts_ours_beside_the_published_accuracy_with_the_budgets()
     assert gap_summary(close).startswith("every row with a published accuracy is within 2 points")
     with pytest.raises(ValueError, match="lack \\['acc_percent'\\]"):
         accuracy_gap(ours.drop(columns="acc_percent"), pub, ["model"], "30", "160")
+
+
+def test_a_short_row_at_the_published_epochs_is_not_put_down_to_the_epochs():
+    import pandas as pd
+
+    from greenlib.report import accuracy_gap, gap_summary
+
+    ours = pd.DataFrame({"model": ["a", "b"], "acc_percent": [70.0, 70.0]})
+    pub = pd.DataFrame({"model": ["a", "b"], "acc_percent": [74.0, 74.0]})
+    both = accuracy_gap(ours, pub, ["model"], "160", "160", same_budget=True)
+    assert set(both["note"]) == {"more than 2 points short, at the same epochs"}
+    assert gap_summary(both).endswith("so the epochs are not why (docs/campaign.md, 'Expected gaps')")
+    one = accuracy_gap(ours, pub, ["model"], "30", "160", same_budget={"b": True})
+    assert list(one["note"]) == ["more than 2 points short", "more than 2 points short, at the same epochs"]
+    assert "1 of them trained for other epoch budgets than the published ones, 1 for the same" in gap_summary(one)
+    assert gap_summary(accuracy_gap(ours, pub, ["model"], "30", "160")).endswith("the epoch budgets differ")

@@ -50,6 +50,27 @@ def beside_paper(table: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:
     return side
 
 
+PAPER_EPOCHS: dict[str, tuple[int, int]] = {"darts": (50, 600), "proxyless": (50, 300)}
+"""(search, retraining) epochs per strategy at the paper's budget: DARTS' own; for ProxylessNAS,
+whose retraining the paper does not state, NNI's example's 300 (docs/nas.md)."""
+
+
+def accuracy_gap(table: pd.DataFrame, published: pd.DataFrame, search_epochs: int,
+                 retrain_epochs: dict[str, int]) -> pd.DataFrame:
+    """:func:`greenlib.report.accuracy_gap` for :func:`greeness`'s ``table`` against
+    :func:`published_rows`, with each method's budget (``retrain_epochs``: per strategy) and
+    whether it is the paper's (:data:`PAPER_EPOCHS`)."""
+    methods = table.drop_duplicates("method").set_index("method")["strategy"] if not table.empty else {}
+    unknown = sorted(set(dict(methods).values()) - set(retrain_epochs))
+    if unknown:
+        raise ValueError(f"accuracy_gap: no retraining epochs for strategy {unknown[0]!r}")
+    ours = " / ".join(f"{m}: search {search_epochs} + retraining {retrain_epochs[s]}" for m, s in dict(methods).items())
+    same = {m: (search_epochs, retrain_epochs[s]) == PAPER_EPOCHS.get(s) for m, s in dict(methods).items()}
+    return report.accuracy_gap(table, published, ["method", "search_classes"], f"{ours or '-'} epochs",
+                               "retraining 600 (DARTS) / not stated (ProxylessNAS; NNI's example: 300) epochs",
+                               same_budget=same)
+
+
 def architecture_table(runs: pd.DataFrame) -> pd.DataFrame:
     """The exported architectures: one row per (run, choice) with the chosen value."""
     rows = []
