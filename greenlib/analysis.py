@@ -271,17 +271,17 @@ PUBLISHED_EPOCHS = {"baseline": "160 epochs", "pruning": "160 base + 160 fine-tu
                     "nas": "search 50 + retraining 600 (DARTS) / not stated (ProxylessNAS) epochs"}
 
 
-PAPER_BUDGETS = {"baseline": "160 epochs", "pruning": "160 base + 160 fine-tuning epochs",
-                 "quantization": "160 base epochs", "distillation": "teacher 240 + student 240 epochs",
-                 "nas:darts": "search 50 + retraining 600 epochs", "nas:proxyless": "search 50 + retraining 300 epochs"}
-"""The published epochs in :func:`our_epochs`' words, to tell a run trained for them (ProxylessNAS: NNI's
-example's 300 retraining epochs, the paper stating none)."""
-
-
 def at_paper_epochs(family: str, r: pd.Series) -> bool:
-    """Whether a run of ``family`` trained for the published epochs (:data:`PAPER_BUDGETS`)."""
-    key = f"nas:{r.get('strategy')}" if family == "nas" else family
-    return our_epochs(family, r) == PAPER_BUDGETS.get(key)
+    """Whether a run of ``family`` trained for the epochs the paper profile gives its section: the
+    paper's (ProxylessNAS: NNI's example's 300 retraining epochs, the paper stating none)."""
+    fam = FAMILIES.get(family)
+    if fam is None:
+        return False
+    paper_cfg = config.profile_defaults(fam.section, "paper")
+    paper_run = {**paper_cfg, "epochs": paper_cfg.get("epochs", paper_cfg.get("student_epochs")),  # a student's
+                 "retrain_epochs": paper_cfg.get(f"{r.get('strategy')}_retrain_epochs")}  # a NAS strategy's
+    want = our_epochs(family, pd.Series(paper_run))
+    return "?" not in want and our_epochs(family, r) == want
 
 
 def paper_label(r: pd.Series, known: set[str] | None = None) -> str | None:

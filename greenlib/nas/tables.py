@@ -10,7 +10,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from .. import paper, report
+from .. import config, paper, report
 
 KEYS: tuple[str, ...] = ("method", "search_classes", "strategy", "space", "search_dataset", "dataset", "hardware")
 EXTRA: tuple[str, ...] = ("tec_search_wh", "tec_retrain_wh", "params", "flops_per_image", "search_elapsed_s",
@@ -50,22 +50,20 @@ def beside_paper(table: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:
     return side
 
 
-PAPER_EPOCHS: dict[str, tuple[int, int]] = {"darts": (50, 600), "proxyless": (50, 300)}
-"""(search, retraining) epochs per strategy at the paper's budget: DARTS' own; for ProxylessNAS,
-whose retraining the paper does not state, NNI's example's 300 (docs/nas.md)."""
-
-
 def accuracy_gap(table: pd.DataFrame, published: pd.DataFrame, search_epochs: int,
                  retrain_epochs: dict[str, int]) -> pd.DataFrame:
     """:func:`greenlib.report.accuracy_gap` for :func:`greeness`'s ``table`` against
     :func:`published_rows`, with each method's budget (``retrain_epochs``: per strategy) and
-    whether it is the paper's (:data:`PAPER_EPOCHS`)."""
-    methods = table.drop_duplicates("method").set_index("method")["strategy"] if not table.empty else {}
-    unknown = sorted(set(dict(methods).values()) - set(retrain_epochs))
+    whether it is the paper profile's, the paper's (for ProxylessNAS, whose retraining the paper
+    does not state, NNI's example's 300: docs/nas.md)."""
+    methods = dict(zip(table["method"], table["strategy"])) if not table.empty else {}
+    unknown = sorted(set(methods.values()) - set(retrain_epochs))
     if unknown:
         raise ValueError(f"accuracy_gap: no retraining epochs for strategy {unknown[0]!r}")
-    ours = " / ".join(f"{m}: search {search_epochs} + retraining {retrain_epochs[s]}" for m, s in dict(methods).items())
-    same = {m: (search_epochs, retrain_epochs[s]) == PAPER_EPOCHS.get(s) for m, s in dict(methods).items()}
+    paper_cfg = config.profile_defaults("nas", "paper")
+    ours = " / ".join(f"{m}: search {search_epochs} + retraining {retrain_epochs[s]}" for m, s in methods.items())
+    same = {m: (search_epochs, retrain_epochs[s]) == (paper_cfg["search_epochs"], paper_cfg.get(f"{s}_retrain_epochs"))
+            for m, s in methods.items()}
     return report.accuracy_gap(table, published, ["method", "search_classes"], f"{ours or '-'} epochs",
                                "retraining 600 (DARTS) / not stated (ProxylessNAS; NNI's example: 300) epochs",
                                same_budget=same)
